@@ -1,0 +1,231 @@
+//! Pool configuration: the [`Config`] presets, the [`PoolBuilder`], and validation.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::ConfigError;
+use crate::pool::ThreadPoolInner;
+
+/// The four settings that shape a pool. Build a pool from it with
+/// [`ThreadPoolInner::with_config`] or [`ThreadPoolInner::try_with_config`]; use
+/// [`ThreadPoolInner::builder`] for names and thread hooks as well.
+///
+/// ```
+/// use async_rayon::{Config, ThreadPoolInner};
+/// use std::time::Duration;
+///
+/// let pool = ThreadPoolInner::with_config(Config {
+///     num_threads: 2,
+///     max_pending: Some(50_000),
+///     enable_work_stealing: true,
+///     task_timeout: Some(Duration::from_secs(30)),
+/// });
+/// assert_eq!(pool.num_threads(), 2);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Number of OS worker threads that poll tasks. Must be at least 1.
+    pub num_threads: usize,
+    /// Most admitted, unfinished tasks (queued, running or suspended) at any time; `None`
+    /// for no bound. `Some(0)` is invalid.
+    pub max_pending: Option<usize>,
+    /// Whether an idle worker steals queued tasks from its peers' queues. With `false`, a
+    /// task woken on a worker stays on that worker (tasks from outside the pool still go to
+    /// whichever worker is free first).
+    pub enable_work_stealing: bool,
+    /// Longest a task may run, from its first poll to its end; past it the task is cancelled
+    /// and resolves to [`TaskError::TimedOut`](crate::TaskError::TimedOut). `None` for no limit.
+    pub task_timeout: Option<Duration>,
+}
+
+/// The `max_pending` both presets use.
+const PRESET_MAX_PENDING: usize = 10_000;
+
+impl Config {
+    /// For CPU-bound work: one worker per core, `max_pending` 10 000, stealing on, no timeout.
+    ///
+    /// ```
+    /// use async_rayon::Config;
+    /// assert_eq!(Config::cpu_bound().num_threads, num_cpus::get());
+    /// ```
+    pub fn cpu_bound() -> Self {
+        Config {
+            num_threads: num_cpus::get().max(1),
+            max_pending: Some(PRESET_MAX_PENDING),
+            enable_work_stealing: true,
+            task_timeout: None,
+        }
+    }
+
+    /// For I/O-bound work: two workers per core, `max_pending` 10 000, stealing on, no timeout.
+    ///
+    /// ```
+    /// use async_rayon::Config;
+    /// assert_eq!(Config::io_bound().num_threads, num_cpus::get() * 2);
+    /// ```
+    pub fn io_bound() -> Self {
+        Config {
+            num_threads: num_cpus::get().max(1) * 2,
+            ..Config::cpu_bound()
+        }
+    }
+
+    /// Checks every field; the error names the first one that is out of range.
+    ///
+    /// ```
+    /// use async_rayon::Config;
+    /// let bad = Config { max_pending: Some(0), ..Config::default() };
+    /// assert!(bad.validate().unwrap_err().to_string().contains("max_pending"));
+    /// ```
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.num_threads == 0 {
+            return Err(ConfigError::ZeroThreads);
+        }
+        if self.max_pending == Some(0) {
+            return Err(ConfigError::ZeroMaxPending);
+        }
+        if self.task_timeout == Some(Duration::ZERO) {
+            return Err(ConfigError::ZeroTaskTimeout);
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    /// The same as [`Config::cpu_bound`].
+    fn default() -> Self {
+        Config::cpu_bound()
+    }
+}
+
+/// A callback run on each worker thread as it starts or stops.
+pub(crate) type ThreadHook = Arc<dyn Fn() + Send + Sync + 'static>;
+
+/// Builds a pool with a name, thread names and thread hooks beside the [`Config`] fields.
+///
+/// ```
+/// use async_rayon::ThreadPoolInner;
+/// use std::sync::atomic::{AtomicUsize, Ordering};
+/// use std::sync::Arc;
+///
+/// let started = Arc::new(AtomicUsize::new(0));
+/// let seen = started.clone();
+/// let pool = ThreadPoolInner::builder()
+///     .name("ingest")
+///     .num_threads(2)
+///     .max_pending(1_000)
+///     .thread_name("ingest-worker")
+///     .on_thread_start(move || { seen.fetch_add(1, Ordering::SeqCst); })
+///     .build()
+///     .expect("valid configuration");
+/// assert_eq!(pool.name(), "ingest");
+/// ```
+#[must_use = "a builder does nothing until .build() is called"]
+pub struct PoolBuilder {
+    pub(crate) config: Config,
+    pub(crate) name: String,
+    pub(crate) thread_name: Option<String>,
+    pub(crate) on_thread_start: Option<ThreadHook>,
+    pub(crate) on_thread_stop: Option<ThreadHook>,
+}
+
+/// The pool name used when none is given; also the metrics label.
+pub(crate) const DEFAULT_NAME: &str = "async_rayon";
+
+impl PoolBuilder {
+    pub(crate) fn new() -> Self {
+        PoolBuilder {
+            config: Config::default(),
+            name: DEFAULT_NAME.to_string(),
+            thread_name: None,
+            on_thread_start: None,
+            on_thread_stop: None,
+        }
+    }
+
+    /// Starts from all four fields of `config` (the default is [`Config::cpu_bound`]).
+    pub fn config(mut self, config: Config) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// The pool's name, used as the thread-name prefix unless
+    /// [`thread_name`](Self::thread_name) is set, and as the `pool` label on exported
+    /// metrics. Default `async_rayon`.
+    pub fn name(mut self, name: &str) -> Self {
+        self.name = name.to_string();
+        self
+    }
+
+    /// Number of worker threads (must be at least 1).
+    pub fn num_threads(mut self, n: usize) -> Self {
+        self.config.num_threads = n;
+        self
+    }
+
+    /// Bound on admitted, unfinished tasks (must be at least 1).
+    pub fn max_pending(mut self, n: usize) -> Self {
+        self.config.max_pending = Some(n);
+        self
+    }
+
+    /// Removes the bound on admitted, unfinished tasks.
+    pub fn unbounded(mut self) -> Self {
+        self.config.max_pending = None;
+        self
+    }
+
+    /// Whether idle workers steal from their peers.
+    pub fn enable_work_stealing(mut self, enabled: bool) -> Self {
+        self.config.enable_work_stealing = enabled;
+        self
+    }
+
+    /// Longest a task may run from its first poll (must be greater than zero).
+    pub fn task_timeout(mut self, timeout: Duration) -> Self {
+        self.config.task_timeout = Some(timeout);
+        self
+    }
+
+    /// Prefix of the worker threads' names: they are called `"{prefix}-{index}"`.
+    pub fn thread_name(mut self, prefix: impl Into<String>) -> Self {
+        self.thread_name = Some(prefix.into());
+        self
+    }
+
+    /// Runs `f` on each worker thread when it starts, before it polls any task.
+    pub fn on_thread_start(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_thread_start = Some(Arc::new(f));
+        self
+    }
+
+    /// Runs `f` on each worker thread as it stops. When
+    /// [`shutdown`](ThreadPoolInner::shutdown) returns, it has run on every worker.
+    pub fn on_thread_stop(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
+        self.on_thread_stop = Some(Arc::new(f));
+        self
+    }
+
+    /// Validates the settings, then starts the worker threads.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the field that is out of range, or the thread or runtime that
+    /// could not be started.
+    pub fn build(self) -> Result<Arc<ThreadPoolInner>, ConfigError> {
+        self.config.validate()?;
+        ThreadPoolInner::start(self)
+    }
+}
+
+impl fmt::Debug for PoolBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PoolBuilder")
+            .field("config", &self.config)
+            .field("name", &self.name)
+            .field("thread_name", &self.thread_name)
+            .field("on_thread_start", &self.on_thread_start.is_some())
+            .field("on_thread_stop", &self.on_thread_stop.is_some())
+            .finish()
+    }
+}

@@ -1,0 +1,134 @@
+//! Error types: how a task ended badly, why a spawn was refused, why a pool
+//! could not be built.
+
+use std::fmt;
+use std::io;
+
+/// Why a task did not produce its value.
+///
+/// Every [`TaskHandle`](crate::TaskHandle) resolves exactly once, to `Ok(value)` or to one of
+/// these. An `Err` is only reported after the task's future has been dropped, so any
+/// resources the future owned are released by the time you see it.
+///
+/// ```
+/// use async_rayon::{Scope, TaskError, ThreadPoolInner};
+///
+/// let pool = ThreadPoolInner::new(1, None);
+/// let scope = Scope::new(pool.clone());
+/// let handle = scope.spawn_with_handle(async { panic!("boom") });
+/// let result: Result<(), TaskError> = pool.block_on(handle);
+/// assert_eq!(result, Err(TaskError::Panicked("boom".to_string())));
+/// assert!(result.unwrap_err().is_panic());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TaskError {
+    /// The task was cancelled: by [`TaskHandle::cancel`](crate::TaskHandle::cancel), by its
+    /// [`Scope`](crate::Scope) being cancelled or dropped, or by a shutdown that ran out of time.
+    Cancelled,
+    /// The task ran longer than its timeout (the pool's `task_timeout`, or
+    /// [`TaskHandle::await_timeout`](crate::TaskHandle::await_timeout)) and was cancelled.
+    TimedOut,
+    /// The task's future panicked while being polled or dropped; the panic message.
+    Panicked(String),
+    /// The pool had `max_pending` unfinished tasks, so the task was refused and its future
+    /// dropped without being polled.
+    Rejected,
+    /// The pool was shutting down, so the task was refused and its future dropped without
+    /// being polled.
+    Shutdown,
+}
+
+impl TaskError {
+    /// True for [`TaskError::Cancelled`].
+    pub fn is_cancelled(&self) -> bool {
+        matches!(self, TaskError::Cancelled)
+    }
+
+    /// True for [`TaskError::TimedOut`].
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, TaskError::TimedOut)
+    }
+
+    /// True for [`TaskError::Panicked`].
+    pub fn is_panic(&self) -> bool {
+        matches!(self, TaskError::Panicked(_))
+    }
+
+    /// True for [`TaskError::Rejected`] and [`TaskError::Shutdown`]: the task never ran.
+    pub fn is_refused(&self) -> bool {
+        matches!(self, TaskError::Rejected | TaskError::Shutdown)
+    }
+}
+
+impl fmt::Display for TaskError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TaskError::Cancelled => f.write_str("task was cancelled"),
+            TaskError::TimedOut => f.write_str("task timed out and was cancelled"),
+            TaskError::Panicked(msg) => write!(f, "task panicked: {msg}"),
+            TaskError::Rejected => {
+                f.write_str("task rejected: the pool already has max_pending unfinished tasks")
+            }
+            TaskError::Shutdown => f.write_str("task refused: the pool is shutting down"),
+        }
+    }
+}
+
+impl std::error::Error for TaskError {}
+
+/// Why [`Scope::try_spawn_with_handle`](crate::Scope::try_spawn_with_handle) or
+/// [`Scope::reserve`](crate::Scope::reserve) could not admit a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SpawnError {
+    /// The pool already has `max_pending` admitted, unfinished tasks.
+    #[error("the pool already has max_pending unfinished tasks")]
+    Full,
+    /// The pool is shutting down and admits no new tasks.
+    #[error("the pool is shutting down")]
+    Shutdown,
+}
+
+impl From<SpawnError> for TaskError {
+    fn from(e: SpawnError) -> Self {
+        match e {
+            SpawnError::Full => TaskError::Rejected,
+            SpawnError::Shutdown => TaskError::Shutdown,
+        }
+    }
+}
+
+/// Why a pool could not be built. The message names the field or the resource at fault.
+///
+/// ```
+/// use async_rayon::{Config, ThreadPoolInner};
+///
+/// let err = ThreadPoolInner::try_with_config(Config { num_threads: 0, ..Config::default() })
+///     .unwrap_err();
+/// assert!(err.to_string().contains("num_threads"));
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// `num_threads` was 0.
+    #[error("invalid Config: num_threads must be at least 1, got 0")]
+    ZeroThreads,
+    /// `max_pending` was `Some(0)`, which would refuse every task.
+    #[error("invalid Config: max_pending must be None (unbounded) or at least 1, got Some(0)")]
+    ZeroMaxPending,
+    /// `task_timeout` was `Some(Duration::ZERO)`, which would time out every task.
+    #[error("invalid Config: task_timeout must be None or greater than zero, got Some(0s)")]
+    ZeroTaskTimeout,
+    /// The operating system refused to start a worker thread (for example `RLIMIT_NPROC`).
+    #[error("could not start worker thread {index} of the pool: {source}")]
+    ThreadSpawn {
+        /// Index of the worker that could not be started.
+        index: usize,
+        /// The operating system's error.
+        source: io::Error,
+    },
+    /// The pool's own tokio runtime (for timers and I/O) could not be started.
+    #[error("could not start the pool's tokio runtime for timers and I/O: {0}")]
+    Runtime(io::Error),
+}

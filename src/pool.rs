@@ -1,0 +1,497 @@
+//! [`ThreadPoolInner`]: building a pool, its entry points, and shutting it down.
+//!
+//! # Shutdown protocol
+//! `shutdown()` is `shutdown_timeout` without a deadline. `shutdown_timeout(d)`:
+//! 1. **Close admission** (one CAS on the admission word): every later spawn is refused with
+//!    `Shutdown`, queued `reserve()` callers get `Shutdown`. Admitted tasks keep running.
+//! 2. **Wait** until the pending count is zero or `d` has passed.
+//! 3. **Cancel what is left** (only if the deadline passed): set the pool's cancel flag, which
+//!    every task checks at each poll, and cancel the pool's token, which wakes every suspended
+//!    task through its own child token. They finish as `Cancelled`. Wait up to
+//!    [`CANCEL_GRACE`] for them.
+//! 4. **Terminate**: set the scheduler's terminate flag and unpark every worker. Each drains
+//!    the queues (running, and so finishing, every cancelled task it finds), runs its stop
+//!    hook and exits.
+//! 5. **Join** the workers that exited (within `CANCEL_GRACE` of step 3 after a deadline);
+//!    a worker still stuck inside a task that never yields is detached, not joined. Anything
+//!    still queued is drained on the calling thread. Stop the pool's own tokio runtime.
+//!
+//! So `shutdown_timeout(d)` returns within `d + 2 * CANCEL_GRACE` plus scheduling noise, even
+//! when a task blocks its thread.
+//!
+//! Dropping the last `Arc<ThreadPoolInner>` without shutdown runs steps 1, 3 and 4 at once,
+//! then joins the workers with a bound ([`DROP_JOIN_BOUND`]) unless it runs on one of them.
+
+use std::fmt;
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::{self, JoinHandle, ThreadId};
+use std::time::{Duration, Instant};
+
+use parking_lot::Mutex;
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admission;
+use crate::config::{Config, PoolBuilder, ThreadHook};
+use crate::error::ConfigError;
+use crate::metrics::Counters;
+use crate::scheduler::{self, Scheduler, WorkerParts};
+
+/// How long shutdown waits for cancelled tasks to finish, and then for workers to exit.
+const CANCEL_GRACE: Duration = Duration::from_millis(20);
+/// How long dropping a pool waits for its workers before detaching them.
+const DROP_JOIN_BOUND: Duration = Duration::from_millis(250);
+
+/// Pool state that tasks and workers reference. The user-facing [`ThreadPoolInner`] owns
+/// the threads; this half can outlive it while detached tasks finish.
+pub(crate) struct Shared {
+    pub(crate) sched: Scheduler,
+    pub(crate) admission: Admission,
+    pub(crate) counters: Counters,
+    /// Parent of every scope's token.
+    pub(crate) token: CancellationToken,
+    cancelling: AtomicBool,
+    pub(crate) rt: Handle,
+    pub(crate) task_timeout: Option<Duration>,
+}
+
+impl Shared {
+    /// True once shutdown ran out of time or the pool was dropped: every task is cancelled.
+    #[inline]
+    pub(crate) fn is_cancelling(&self) -> bool {
+        self.cancelling.load(Ordering::Acquire)
+    }
+
+    /// Step 3 of the shutdown protocol.
+    fn cancel_all(&self) {
+        self.cancelling.store(true, Ordering::SeqCst);
+        self.token.cancel();
+    }
+}
+
+/// The pool's own current-thread tokio runtime, driven by one thread, for pools built
+/// outside any runtime.
+struct IoThread {
+    stop: tokio::sync::oneshot::Sender<()>,
+    thread: JoinHandle<()>,
+}
+
+impl IoThread {
+    fn start(prefix: &str) -> Result<(Handle, IoThread), ConfigError> {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(ConfigError::Runtime)?;
+        let handle = rt.handle().clone();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let thread = thread::Builder::new()
+            .name(format!("{prefix}-io"))
+            .spawn(move || {
+                rt.block_on(async {
+                    let _ = stopped.await;
+                });
+                rt.shutdown_background();
+            })
+            .map_err(ConfigError::Runtime)?;
+        Ok((handle, IoThread { stop, thread }))
+    }
+
+    /// Stops the runtime; joins its thread unless called on it.
+    fn stop(self) {
+        let _ = self.stop.send(());
+        if self.thread.thread().id() != thread::current().id() {
+            let _ = self.thread.join();
+        }
+    }
+}
+
+/// A pool of OS worker threads that run async tasks, with admission control, cancellation,
+/// timeouts, panic isolation and bounded shutdown.
+///
+/// Build one with [`new`](Self::new), [`with_config`](Self::with_config) or
+/// [`builder`](Self::builder); it comes in an `Arc`. Spawn onto it through a
+/// [`Scope`](crate::Scope). Tasks may use tokio's timers, I/O, sync and `tokio::spawn`: a pool
+/// built inside a tokio runtime uses that runtime for them, a pool built outside any runtime
+/// starts a small one of its own (one thread).
+///
+/// **Dropping the last `Arc`** without [`shutdown`](Self::shutdown) cancels every unfinished
+/// task and stops the workers (waiting briefly for them unless dropped on one of them).
+///
+/// ```
+/// use async_rayon::{Scope, ThreadPoolInner};
+///
+/// let pool = ThreadPoolInner::new(2, Some(1_000));
+/// let scope = Scope::new(pool.clone());
+/// let sum = pool.block_on(async {
+///     let handles: Vec<_> = (1..=10u64).map(|i| scope.spawn_with_handle(async move { i })).collect();
+///     let results = scope.join_handles(handles).await;
+///     pool.shutdown().await;
+///     results.into_iter().map(|r| r.expect("task ran")).sum::<u64>()
+/// });
+/// assert_eq!(sum, 55);
+/// ```
+pub struct ThreadPoolInner {
+    shared: Arc<Shared>,
+    config: Config,
+    name: String,
+    workers: Mutex<Vec<JoinHandle<()>>>,
+    io: Mutex<Option<IoThread>>,
+    io_thread_id: Option<ThreadId>,
+    /// Set when a shutdown has completed step 5.
+    shut_down: AtomicBool,
+}
+
+impl ThreadPoolInner {
+    /// A pool with `num_threads` workers and at most `max_pending` unfinished tasks
+    /// (`None`: unbounded); work stealing on, no task timeout.
+    ///
+    /// # Panics
+    /// If `num_threads == 0` or `max_pending == Some(0)`, with the [`ConfigError`] message, or
+    /// if the threads cannot be started. [`builder`](Self::builder) returns these as errors.
+    pub fn new(num_threads: usize, max_pending: Option<usize>) -> Arc<ThreadPoolInner> {
+        Self::with_config(Config {
+            num_threads,
+            max_pending,
+            ..Config::default()
+        })
+    }
+
+    /// A pool configured by `config`.
+    ///
+    /// # Panics
+    /// If `config` is invalid, with the [`ConfigError`] message naming the field; use
+    /// [`try_with_config`](Self::try_with_config) to get the error instead.
+    pub fn with_config(config: Config) -> Arc<ThreadPoolInner> {
+        match Self::try_with_config(config) {
+            Ok(pool) => pool,
+            Err(e) => panic!("{e}"),
+        }
+    }
+
+    /// A pool configured by `config`, or the reason it cannot be built.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] naming the invalid field, or the thread that could not start.
+    pub fn try_with_config(config: Config) -> Result<Arc<ThreadPoolInner>, ConfigError> {
+        Self::builder().config(config).build()
+    }
+
+    /// A [`PoolBuilder`] for the settings beyond [`Config`]: name, thread names, hooks.
+    pub fn builder() -> PoolBuilder {
+        PoolBuilder::new()
+    }
+
+    pub(crate) fn start(b: PoolBuilder) -> Result<Arc<ThreadPoolInner>, ConfigError> {
+        let config = b.config.clone();
+        let prefix = b.thread_name.clone().unwrap_or_else(|| b.name.clone());
+        let (rt, io) = match Handle::try_current() {
+            Ok(handle) => (handle, None),
+            Err(_) => {
+                let (handle, io) = IoThread::start(&prefix)?;
+                (handle, Some(io))
+            }
+        };
+        let (sched, parts) = Scheduler::new(config.num_threads, config.enable_work_stealing);
+        let shared = Arc::new(Shared {
+            sched,
+            admission: Admission::new(config.max_pending),
+            counters: Counters::new(config.num_threads),
+            token: CancellationToken::new(),
+            cancelling: AtomicBool::new(false),
+            rt,
+            task_timeout: config.task_timeout,
+        });
+        let io_thread_id = io.as_ref().map(|io| io.thread.thread().id());
+        let mut workers = Vec::with_capacity(config.num_threads);
+        for (index, parts) in parts.into_iter().enumerate() {
+            let spawned = spawn_worker(
+                &shared,
+                index,
+                parts,
+                &prefix,
+                b.on_thread_start.clone(),
+                b.on_thread_stop.clone(),
+            );
+            match spawned {
+                Ok(handle) => workers.push(handle),
+                Err(source) => {
+                    shared.admission.close();
+                    shared.cancel_all();
+                    shared.sched.terminate();
+                    for w in workers {
+                        let _ = w.join();
+                    }
+                    if let Some(io) = io {
+                        io.stop();
+                    }
+                    return Err(ConfigError::ThreadSpawn { index, source });
+                }
+            }
+        }
+        Ok(Arc::new(ThreadPoolInner {
+            shared,
+            config,
+            name: b.name,
+            workers: Mutex::new(workers),
+            io: Mutex::new(io),
+            io_thread_id,
+            shut_down: AtomicBool::new(false),
+        }))
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// The pool's name (the builder's `name`, default `async_rayon`).
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Number of worker threads.
+    pub fn num_threads(&self) -> usize {
+        self.config.num_threads
+    }
+
+    /// The bound on admitted, unfinished tasks, if any.
+    pub fn max_pending(&self) -> Option<usize> {
+        self.config.max_pending
+    }
+
+    /// The settings the pool was built with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Admitted, unfinished tasks right now (plus unspent [`SpawnPermit`](crate::SpawnPermit)s).
+    pub fn pending_tasks(&self) -> usize {
+        self.shared.admission.pending()
+    }
+
+    /// True once shutdown has begun (or the pool is being dropped).
+    pub fn is_shutdown(&self) -> bool {
+        self.shared.admission.is_closed()
+    }
+
+    /// The tokio runtime handle the pool's tasks use for timers, I/O and `tokio::spawn`.
+    pub fn runtime_handle(&self) -> &Handle {
+        &self.shared.rt
+    }
+
+    /// Runs `future` to completion on the calling thread, with the pool's tokio runtime
+    /// entered so timers and I/O work: the way a synchronous `main` uses the pool.
+    ///
+    /// # Panics
+    /// If called from one of this pool's own worker threads (it would block the worker that
+    /// may be needed to make progress); `.await` the future there instead.
+    ///
+    /// ```
+    /// use async_rayon::ThreadPoolInner;
+    /// use std::time::Duration;
+    ///
+    /// let pool = ThreadPoolInner::new(1, None);
+    /// let value = pool.block_on(async {
+    ///     tokio::time::sleep(Duration::from_millis(1)).await;
+    ///     7
+    /// });
+    /// assert_eq!(value, 7);
+    /// ```
+    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+        assert!(
+            scheduler::current_worker_index(&self.shared).is_none(),
+            "ThreadPoolInner::block_on called from one of the pool's own worker threads; \
+             this would block the worker: .await the future instead"
+        );
+        let _enter = self.shared.rt.enter();
+        futures::executor::block_on(future)
+    }
+
+    /// Stops admitting tasks, waits for every admitted task to finish, then stops and joins
+    /// the workers. New spawns get [`TaskError::Shutdown`](crate::TaskError::Shutdown) from the
+    /// moment it is called. Calling it again is harmless.
+    ///
+    /// # Panics
+    /// If called from inside a task of this pool (it would wait for itself).
+    pub async fn shutdown(&self) {
+        self.shutdown_inner(None).await;
+    }
+
+    /// Like [`shutdown`](Self::shutdown), but when `timeout` passes the tasks still unfinished
+    /// are cancelled (they resolve `Err(TaskError::Cancelled)`). Returns true if every task
+    /// finished on its own. Returns within `timeout` plus a few tens of milliseconds even if a
+    /// task blocks its thread (that worker is detached, not joined); `shutdown_timeout(ZERO)`
+    /// cancels everything at once.
+    ///
+    /// # Panics
+    /// If called from inside a task of this pool (it would wait for itself).
+    ///
+    /// ```
+    /// use async_rayon::{Scope, TaskError, ThreadPoolInner};
+    /// use std::time::Duration;
+    ///
+    /// let pool = ThreadPoolInner::new(2, None);
+    /// let scope = Scope::new(pool.clone());
+    /// let stuck = scope.spawn_with_handle(async { tokio::time::sleep(Duration::from_secs(3600)).await });
+    /// let all_finished = pool.block_on(pool.shutdown_timeout(Duration::from_millis(50)));
+    /// assert!(!all_finished);
+    /// assert_eq!(pool.block_on(stuck), Err(TaskError::Cancelled));
+    /// ```
+    pub async fn shutdown_timeout(&self, timeout: Duration) -> bool {
+        self.shutdown_inner(Some(timeout)).await
+    }
+
+    async fn shutdown_inner(&self, timeout: Option<Duration>) -> bool {
+        assert!(
+            scheduler::current_worker_index(&self.shared).is_none(),
+            "ThreadPoolInner::shutdown called from inside one of the pool's own tasks; \
+             it would wait for itself: call it from outside the pool"
+        );
+        let deadline = timeout.map(|t| Instant::now() + t);
+        let shared = &self.shared;
+        // Step 1.
+        shared.admission.close();
+        // Step 2.
+        let finished = self.wait_idle(deadline).await;
+        // Step 3.
+        let mut bound = None;
+        if !finished {
+            shared.cancel_all();
+            self.wait_idle(Some(Instant::now() + CANCEL_GRACE)).await;
+            bound = Some(Instant::now() + CANCEL_GRACE);
+        }
+        // Step 4.
+        shared.sched.terminate();
+        // Step 5.
+        self.join_workers(bound).await;
+        shared.sched.drain_here();
+        if let Some(io) = self.io.lock().take() {
+            io.stop();
+        }
+        self.shut_down.store(true, Ordering::SeqCst);
+        finished
+    }
+
+    /// Waits until no task is pending, or `deadline`. True if none is pending.
+    async fn wait_idle(&self, deadline: Option<Instant>) -> bool {
+        let adm = &self.shared.admission;
+        let Some(deadline) = deadline else {
+            adm.wait_idle().await;
+            return true;
+        };
+        if adm.pending() == 0 {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        let sleep = self.sleep_until(deadline);
+        let idle = adm.wait_idle();
+        tokio::pin!(idle);
+        tokio::pin!(sleep);
+        futures::future::select(idle, sleep).await;
+        adm.pending() == 0
+    }
+
+    /// A timer on the pool's runtime, so shutdown works whatever executor awaits it.
+    fn sleep_until(&self, deadline: Instant) -> tokio::time::Sleep {
+        let _enter = self.shared.rt.enter();
+        tokio::time::sleep_until(deadline.into())
+    }
+
+    /// Waits for workers to exit (until `bound`, if any), joins those that did and detaches
+    /// the rest.
+    async fn join_workers(&self, bound: Option<Instant>) {
+        let n = self.config.num_threads;
+        while self.shared.sched.num_exited() < n {
+            if bound.is_some_and(|b| Instant::now() >= b) {
+                break;
+            }
+            self.sleep_until(Instant::now() + Duration::from_millis(1))
+                .await;
+        }
+        let all_exited = self.shared.sched.num_exited() >= n;
+        let workers = std::mem::take(&mut *self.workers.lock());
+        for w in workers {
+            if all_exited || w.is_finished() {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+fn spawn_worker(
+    shared: &Arc<Shared>,
+    index: usize,
+    parts: WorkerParts,
+    prefix: &str,
+    on_start: Option<ThreadHook>,
+    on_stop: Option<ThreadHook>,
+) -> std::io::Result<JoinHandle<()>> {
+    let shared = shared.clone();
+    thread::Builder::new()
+        .name(format!("{prefix}-{index}"))
+        .spawn(move || {
+            let _enter = shared.rt.enter();
+            run_hook("on_thread_start", on_start.as_ref());
+            scheduler::run_worker(shared.clone(), index, parts);
+            run_hook("on_thread_stop", on_stop.as_ref());
+            shared.sched.worker_exited();
+        })
+}
+
+/// Runs a user hook; a panic in it is reported and does not take the worker down.
+fn run_hook(which: &str, hook: Option<&ThreadHook>) {
+    if let Some(hook) = hook
+        && let Err(p) = catch_unwind(AssertUnwindSafe(|| hook()))
+    {
+        eprintln!(
+            "async_rayon: {which} hook panicked on thread {:?}: {}",
+            thread::current().name().unwrap_or("?"),
+            crate::task::panic_message(&*p)
+        );
+    }
+}
+
+impl Drop for ThreadPoolInner {
+    fn drop(&mut self) {
+        let shared = &self.shared;
+        if !self.shut_down.load(Ordering::SeqCst) {
+            shared.admission.close();
+            shared.cancel_all();
+            shared.sched.terminate();
+            let here = thread::current().id();
+            let on_own_thread = scheduler::current_worker_index(shared).is_some()
+                || self.io_thread_id == Some(here);
+            let workers = std::mem::take(&mut *self.workers.lock());
+            if !on_own_thread {
+                let all = shared
+                    .sched
+                    .wait_exited_blocking(workers.len(), DROP_JOIN_BOUND);
+                for w in workers {
+                    if all || w.is_finished() {
+                        let _ = w.join();
+                    }
+                }
+                shared.sched.drain_here();
+            }
+        }
+        if let Some(io) = self.io.lock().take() {
+            io.stop();
+        }
+    }
+}
+
+impl fmt::Debug for ThreadPoolInner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThreadPoolInner")
+            .field("name", &self.name)
+            .field("config", &self.config)
+            .field("pending_tasks", &self.pending_tasks())
+            .field("queued", &self.shared.sched.queued())
+            .field("shutdown", &self.is_shutdown())
+            .finish()
+    }
+}

@@ -1,0 +1,176 @@
+//! The scheduler: run queues, worker threads, and the sleep/wake protocol.
+//!
+//! - [`worker`]: the loop each OS worker thread runs: find a task, run it, park when idle.
+//! - [`idle`]: the counts of parked and searching workers that decide whom a push wakes.
+//! - `README.md` beside this file: the sleep/wake protocol in steps, and the races it prevents.
+//!
+//! Queues: each worker has a crossbeam-deque `Worker` (FIFO) that only it pushes to; there is
+//! one global `Injector` for tasks scheduled from outside the pool. A task woken on one of
+//! the pool's own workers goes to that worker's deque; any other wake or spawn goes to the
+//! injector.
+
+mod idle;
+mod worker;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst, fence};
+use std::time::Duration;
+
+use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+use crossbeam_utils::sync::{Parker, Unparker};
+use parking_lot::{Condvar, Mutex};
+
+use crate::pool::Shared;
+use crate::task::Runnable;
+use idle::Idle;
+
+pub(crate) use worker::{current_worker_index, run_worker, schedule};
+
+/// What one worker thread takes with it when it starts.
+pub(crate) struct WorkerParts {
+    local: Worker<Runnable>,
+    parker: Parker,
+}
+
+pub(crate) struct Scheduler {
+    injector: Injector<Runnable>,
+    stealers: Box<[Stealer<Runnable>]>,
+    unparkers: Box<[Unparker]>,
+    idle: Idle,
+    stealing: bool,
+    /// Set once by shutdown or drop: workers drain what is queued and exit.
+    terminate: AtomicBool,
+    /// Workers that have left their loop and run their stop hook.
+    exited: Mutex<usize>,
+    exited_cv: Condvar,
+}
+
+impl Scheduler {
+    pub(crate) fn new(num_workers: usize, stealing: bool) -> (Scheduler, Vec<WorkerParts>) {
+        let mut parts = Vec::with_capacity(num_workers);
+        let mut stealers = Vec::with_capacity(num_workers);
+        let mut unparkers = Vec::with_capacity(num_workers);
+        for _ in 0..num_workers {
+            let local = Worker::new_fifo();
+            let parker = Parker::new();
+            stealers.push(local.stealer());
+            unparkers.push(parker.unparker().clone());
+            parts.push(WorkerParts { local, parker });
+        }
+        let sched = Scheduler {
+            injector: Injector::new(),
+            stealers: stealers.into(),
+            unparkers: unparkers.into(),
+            idle: Idle::new(num_workers),
+            stealing,
+            terminate: AtomicBool::new(false),
+            exited: Mutex::new(0),
+            exited_cv: Condvar::new(),
+        };
+        (sched, parts)
+    }
+
+    /// Schedules a freshly spawned task: onto the current worker's deque if the spawner is a
+    /// worker of this pool, else onto the injector.
+    pub(crate) fn schedule_new(&self, pool: &Arc<Shared>, runnable: Runnable) {
+        if let Some(runnable) = worker::try_push_local(pool, runnable) {
+            self.push_remote(runnable);
+        }
+    }
+
+    /// Pushes onto the injector and wakes a worker if none is searching.
+    fn push_remote(&self, runnable: Runnable) {
+        self.injector.push(runnable);
+        if self.terminate.load(SeqCst) {
+            // Workers may have drained and exited already: finish the task here. It is
+            // cancelled (terminate implies cancel-all or no admitted task), so this drops the
+            // user's future without polling it.
+            self.drain_here();
+            return;
+        }
+        fence(SeqCst);
+        self.notify_one();
+    }
+
+    /// Wakes one parked worker, unless one is already searching (see `idle`).
+    fn notify_one(&self) {
+        if let Some(i) = self.idle.worker_to_notify() {
+            self.unparkers[i].unpark();
+        }
+    }
+
+    /// Is there anything a searching worker could take?
+    fn has_work(&self) -> bool {
+        !self.injector.is_empty() || (self.stealing && self.stealers.iter().any(|s| !s.is_empty()))
+    }
+
+    fn is_terminated(&self) -> bool {
+        self.terminate.load(SeqCst)
+    }
+
+    /// Tells every worker to drain its queue and exit.
+    pub(crate) fn terminate(&self) {
+        self.terminate.store(true, SeqCst);
+        for u in self.unparkers.iter() {
+            u.unpark();
+        }
+    }
+
+    /// Pops and runs whatever is still queued anywhere, on the calling thread. Used after
+    /// terminate, when every queued task is cancelled and only needs to be finished.
+    pub(crate) fn drain_here(&self) {
+        loop {
+            let mut found = false;
+            loop {
+                match self.injector.steal() {
+                    Steal::Success(r) => {
+                        found = true;
+                        r.run();
+                    }
+                    Steal::Retry => continue,
+                    Steal::Empty => break,
+                }
+            }
+            for s in self.stealers.iter() {
+                loop {
+                    match s.steal() {
+                        Steal::Success(r) => {
+                            found = true;
+                            r.run();
+                        }
+                        Steal::Retry => continue,
+                        Steal::Empty => break,
+                    }
+                }
+            }
+            if !found {
+                return;
+            }
+        }
+    }
+
+    /// Called by a worker thread once it has drained and run its stop hook.
+    pub(crate) fn worker_exited(&self) {
+        *self.exited.lock() += 1;
+        self.exited_cv.notify_all();
+    }
+
+    /// Number of workers that have finished their loop and stop hook.
+    pub(crate) fn num_exited(&self) -> usize {
+        *self.exited.lock()
+    }
+
+    /// Blocks until `n` workers have exited or `timeout` passes. True if they all exited.
+    pub(crate) fn wait_exited_blocking(&self, n: usize, timeout: Duration) -> bool {
+        let mut exited = self.exited.lock();
+        let _ = self
+            .exited_cv
+            .wait_while_for(&mut exited, |e| *e < n, timeout);
+        *exited >= n
+    }
+
+    /// Runnables waiting in any queue right now (approximate while workers run).
+    pub(crate) fn queued(&self) -> usize {
+        self.injector.len() + self.stealers.iter().map(Stealer::len).sum::<usize>()
+    }
+}

@@ -1,0 +1,230 @@
+//! The worker loop: find a task, run it, park when there is none.
+//!
+//! Where a worker looks, in order (every [`GLOBAL_QUEUE_INTERVAL`]th turn the injector comes
+//! first, so tasks from outside are not starved by a worker that keeps waking its own):
+//! 1. its own deque;
+//! 2. the injector, taking a batch into its own deque;
+//! 3. as a *searcher* (at most half the workers at once), the injector again, then every
+//!    peer's deque from a random start (skipped when work stealing is off);
+//! 4. nothing found: park (see `idle` and `README.md`).
+
+use std::cell::{Cell, OnceCell};
+use std::sync::Arc;
+use std::sync::atomic::{Ordering::SeqCst, fence};
+
+use crossbeam_deque::{Steal, Worker};
+use crossbeam_utils::sync::Parker;
+
+use super::WorkerParts;
+use crate::pool::Shared;
+use crate::task::Runnable;
+
+/// How many turns between injector-first turns (tokio uses the same figure).
+const GLOBAL_QUEUE_INTERVAL: u32 = 61;
+
+/// The state a worker thread keeps in thread-local storage, so a waker firing on this
+/// thread can push to this worker's deque.
+struct WorkerContext {
+    pool: Arc<Shared>,
+    index: usize,
+    local: Worker<Runnable>,
+    /// False once the loop has ended: later wakes on this thread go to the injector.
+    running: Cell<bool>,
+}
+
+thread_local! {
+    static CURRENT: OnceCell<WorkerContext> = const { OnceCell::new() };
+}
+
+/// The index of the calling thread in `pool`, if it is one of `pool`'s workers.
+#[inline]
+pub(crate) fn current_worker_index(pool: &Arc<Shared>) -> Option<usize> {
+    CURRENT
+        .try_with(|c| {
+            c.get()
+                .filter(|ctx| Arc::ptr_eq(&ctx.pool, pool))
+                .map(|ctx| ctx.index)
+        })
+        .ok()
+        .flatten()
+}
+
+/// Pushes onto the calling worker's deque if it is a running worker of `pool`; otherwise
+/// gives the runnable back.
+#[inline]
+pub(super) fn try_push_local(pool: &Arc<Shared>, runnable: Runnable) -> Option<Runnable> {
+    let mut slot = Some(runnable);
+    let _ = CURRENT.try_with(|c| {
+        if let Some(ctx) = c.get()
+            && ctx.running.get()
+            && Arc::ptr_eq(&ctx.pool, pool)
+            && let Some(r) = slot.take()
+        {
+            ctx.local.push(r);
+            let sched = &ctx.pool.sched;
+            if sched.stealing {
+                // Peers may take it: wake one if nobody is searching.
+                fence(SeqCst);
+                sched.notify_one();
+            }
+        }
+    });
+    slot
+}
+
+/// The schedule function of every task: called by async-task when a task is woken.
+pub(crate) fn schedule(runnable: Runnable) {
+    let pool = runnable.metadata().pool().clone();
+    if let Some(runnable) = try_push_local(&pool, runnable) {
+        pool.sched.push_remote(runnable);
+    }
+}
+
+/// Runs worker `index` of `pool` on the calling (new) thread until terminate.
+pub(crate) fn run_worker(pool: Arc<Shared>, index: usize, parts: WorkerParts) {
+    let WorkerParts { local, parker } = parts;
+    CURRENT.with(|c| {
+        let ctx = c.get_or_init(|| WorkerContext {
+            pool,
+            index,
+            local,
+            running: Cell::new(true),
+        });
+        ctx.run(&parker);
+        ctx.running.set(false);
+        ctx.drain();
+    });
+}
+
+impl WorkerContext {
+    fn run(&self, parker: &Parker) {
+        let sched = &self.pool.sched;
+        let mut searching = false;
+        let mut tick: u32 = 0;
+        loop {
+            tick = tick.wrapping_add(1);
+            let mut task = if tick % GLOBAL_QUEUE_INTERVAL == 0 {
+                self.pop_injector().or_else(|| self.local.pop())
+            } else {
+                self.local.pop().or_else(|| self.pop_injector())
+            };
+            if task.is_none() {
+                if sched.is_terminated() {
+                    return;
+                }
+                if !searching {
+                    searching = sched.idle.transition_worker_to_searching();
+                }
+                if searching {
+                    task = self.steal();
+                }
+            }
+            match task {
+                Some(runnable) => {
+                    if searching {
+                        searching = false;
+                        if sched.idle.transition_worker_from_searching() {
+                            // We were the last searcher and there may be more work: hand the
+                            // search on to one sleeper.
+                            sched.notify_one();
+                        }
+                    }
+                    runnable.run();
+                }
+                None => {
+                    if !self.park(parker, &mut searching) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn pop_injector(&self) -> Option<Runnable> {
+        loop {
+            match self.pool.sched.injector.steal_batch_and_pop(&self.local) {
+                Steal::Success(r) => return Some(r),
+                Steal::Empty => return None,
+                Steal::Retry => continue,
+            }
+        }
+    }
+
+    fn steal(&self) -> Option<Runnable> {
+        let sched = &self.pool.sched;
+        let n = sched.stealers.len();
+        loop {
+            let mut retry = false;
+            match sched.injector.steal_batch_and_pop(&self.local) {
+                Steal::Success(r) => return Some(r),
+                Steal::Retry => retry = true,
+                Steal::Empty => {}
+            }
+            if sched.stealing && n > 1 {
+                let start = next_random(n);
+                for k in 0..n {
+                    let j = (start + k) % n;
+                    if j == self.index {
+                        continue;
+                    }
+                    match sched.stealers[j].steal_batch_and_pop(&self.local) {
+                        Steal::Success(r) => return Some(r),
+                        Steal::Retry => retry = true,
+                        Steal::Empty => {}
+                    }
+                }
+            }
+            if !retry {
+                return None;
+            }
+        }
+    }
+
+    /// Parks until notified. Returns false if the pool is terminating. On return the worker
+    /// is searching (its notifier counted it so).
+    fn park(&self, parker: &Parker, searching: &mut bool) -> bool {
+        let sched = &self.pool.sched;
+        let was_last_searcher = sched.idle.transition_worker_to_parked(self.index, *searching);
+        *searching = false;
+        fence(SeqCst);
+        if was_last_searcher && sched.has_work() {
+            // A push may have seen us searching and left the wake-up to us.
+            sched.notify_one();
+        }
+        if sched.is_terminated() {
+            return false;
+        }
+        parker.park();
+        if sched.is_terminated() {
+            return false;
+        }
+        *searching = true;
+        true
+    }
+
+    /// After terminate: run everything still queued anywhere (all of it cancelled).
+    fn drain(&self) {
+        while let Some(r) = self.local.pop() {
+            r.run();
+        }
+        self.pool.sched.drain_here();
+    }
+}
+
+/// A cheap per-thread xorshift, to spread steal attempts over peers.
+fn next_random(n: usize) -> usize {
+    thread_local! {
+        static STATE: Cell<u32> = const { Cell::new(0) };
+    }
+    STATE.with(|s| {
+        let mut x = s.get();
+        if x == 0 {
+            x = (std::ptr::from_ref(s) as usize as u32) | 1;
+        }
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
+        s.set(x);
+        x as usize % n
+    })
+}

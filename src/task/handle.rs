@@ -1,0 +1,184 @@
+//! [`TaskHandle`]: awaiting, cancelling and detaching a task.
+
+use std::fmt;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::future::{Either, select};
+use tokio_util::sync::CancellationToken;
+
+use super::{JoinTask, TaskId};
+use crate::error::TaskError;
+
+/// An owned permission to await a task's result and to cancel it.
+///
+/// `TaskHandle<T>` is a future resolving to `Result<T, TaskError>`: `Ok` with the task's
+/// value, or the [`TaskError`] that says why there is none. It resolves exactly once; an `Err`
+/// is reported only after the task's future has been dropped.
+///
+/// **Dropping a handle detaches the task**: it keeps running, its value is dropped when it
+/// finishes, and it still counts for [`Scope::wait`](crate::Scope::wait),
+/// [`Scope::cancel`](crate::Scope::cancel) and shutdown. To stop a task, call
+/// [`cancel`](Self::cancel).
+///
+/// ```
+/// use async_rayon::{Scope, TaskError, ThreadPoolInner};
+/// use std::time::Duration;
+///
+/// let pool = ThreadPoolInner::new(2, Some(100));
+/// let scope = Scope::new(pool.clone());
+/// pool.block_on(async {
+///     let quick = scope.spawn_with_handle(async { 21 * 2 });
+///     assert_eq!(quick.await, Ok(42));
+///
+///     let slow = scope.spawn_with_handle(async { tokio::time::sleep(Duration::from_secs(60)).await });
+///     slow.cancel();
+///     assert_eq!(slow.await, Err(TaskError::Cancelled));
+/// });
+/// ```
+#[must_use = "dropping a TaskHandle detaches the task; await it or call .cancel()"]
+pub struct TaskHandle<T> {
+    id: TaskId,
+    task: Option<JoinTask<T>>,
+    /// Set for a task refused at spawn time (it never existed).
+    refused: Option<TaskError>,
+    resolved: bool,
+}
+
+impl<T> TaskHandle<T> {
+    pub(crate) fn new(id: TaskId, task: JoinTask<T>) -> Self {
+        TaskHandle {
+            id,
+            task: Some(task),
+            refused: None,
+            resolved: false,
+        }
+    }
+
+    /// A handle already resolved to `err` (`Rejected` or `Shutdown`).
+    pub(crate) fn refused(err: TaskError) -> Self {
+        TaskHandle {
+            id: TaskId::next(),
+            task: None,
+            refused: Some(err),
+            resolved: false,
+        }
+    }
+
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.id
+    }
+
+    /// True once the task has finished (or was refused): awaiting the handle will not wait.
+    pub fn is_finished(&self) -> bool {
+        match &self.task {
+            Some(t) => self.resolved || t.is_finished(),
+            None => true,
+        }
+    }
+
+    /// Cancels the task. A task that has not started never starts; a suspended task is
+    /// dropped promptly (it does not wait for the I/O it is suspended on); a task in the
+    /// middle of a poll is dropped when that poll returns. A task that already finished keeps
+    /// its value. The handle then resolves to `Err(TaskError::Cancelled)` unless the task
+    /// finished first.
+    pub fn cancel(&self) {
+        if let Some(t) = &self.task {
+            t.metadata().request_cancel();
+        }
+    }
+
+    /// The task's [`CancellationToken`], a child of its scope's token (cancelling the scope
+    /// cancels it). Cancelling the token cancels the task at its next suspension point; for
+    /// immediate effect on a queued task use [`cancel`](Self::cancel), which also cancels
+    /// the token. A refused task's token is already cancelled.
+    pub fn cancellation_token(&self) -> CancellationToken {
+        match &self.task {
+            Some(t) => t.metadata().token().clone(),
+            None => {
+                let token = CancellationToken::new();
+                token.cancel();
+                token
+            }
+        }
+    }
+
+    /// Waits at most `timeout` for the task. If it has not finished by then, cancels it,
+    /// waits for its future to be dropped, and returns `Err(TaskError::TimedOut)`. A task that
+    /// finished in the meantime keeps its result.
+    ///
+    /// The timer runs on the pool's tokio runtime, so this works from any executor.
+    ///
+    /// ```
+    /// use async_rayon::{Scope, TaskError, ThreadPoolInner};
+    /// use std::time::Duration;
+    ///
+    /// let pool = ThreadPoolInner::new(1, None);
+    /// let scope = Scope::new(pool.clone());
+    /// let handle = scope.spawn_with_handle(async { tokio::time::sleep(Duration::from_secs(60)).await });
+    /// let result = pool.block_on(handle.await_timeout(Duration::from_millis(10)));
+    /// assert_eq!(result, Err(TaskError::TimedOut));
+    /// ```
+    pub async fn await_timeout(mut self, timeout: Duration) -> Result<T, TaskError> {
+        let sleep = match &self.task {
+            Some(t) if !self.resolved => {
+                let _enter = t.metadata().pool().rt.enter();
+                tokio::time::sleep(timeout)
+            }
+            _ => return (&mut self).await,
+        };
+        tokio::pin!(sleep);
+        match select(&mut self, sleep).await {
+            Either::Left((result, _)) => result,
+            Either::Right(((), _)) => {
+                self.cancel();
+                match (&mut self).await {
+                    Err(TaskError::Cancelled) => Err(TaskError::TimedOut),
+                    other => other,
+                }
+            }
+        }
+    }
+}
+
+impl<T> Future for TaskHandle<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        assert!(!self.resolved, "TaskHandle polled after it resolved");
+        if let Some(err) = self.refused.take() {
+            self.resolved = true;
+            return Poll::Ready(Err(err));
+        }
+        let Some(task) = self.task.as_mut() else {
+            unreachable!("a TaskHandle has either a task or a refusal");
+        };
+        match Pin::new(task).poll(cx) {
+            Poll::Ready(result) => {
+                self.resolved = true;
+                Poll::Ready(result)
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<T> Drop for TaskHandle<T> {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.detach();
+        }
+    }
+}
+
+impl<T> fmt::Debug for TaskHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("TaskHandle")
+            .field("id", &self.id)
+            .field("finished", &self.is_finished())
+            .finish()
+    }
+}

@@ -1,0 +1,148 @@
+//! Tasks: one allocation each, owned by the `async-task` crate.
+//!
+//! A task is `async_task`'s raw task (header, schedule function, future-or-output) with a
+//! [`TaskMeta`] as its metadata. The future stored in it is a [`TaskFuture`]: the user's
+//! future wrapped with the controls this crate adds (cancellation, timeout, panic
+//! isolation, admission bookkeeping). The user holds a [`TaskHandle`].
+//!
+//! # Task life cycle
+//! 1. **Admit**: the spawner takes an admission slot, bumps its scope's live count, builds
+//!    the task and pushes its `Runnable` to a run queue.
+//! 2. **Poll**: a worker runs the `Runnable`; `TaskFuture` checks for cancellation, starts
+//!    the timeout clock on the first poll, and polls the user's future inside
+//!    `catch_unwind`.
+//! 3. **Suspend**: on the first `Pending` the task creates its cancellation token (a child of
+//!    its scope's) and, with a timeout, its timer; both hold the task's waker, so a cancel or
+//!    a deadline wakes a suspended task at once.
+//! 4. **Finish** (exactly once, see [`TaskFuture`]): drop the user's future (catching a panic
+//!    in its `Drop`), count the outcome, leave the scope, release the admission slot, and only
+//!    then hand the result to `async-task`, which wakes the handle.
+//!
+//! Architecture invariant: a `Runnable` is never dropped unrun. Every queue that still holds
+//! runnables at shutdown is drained by running them with cancellation requested, so the
+//! handle of every admitted task resolves with a value or a `TaskError`, never a panic from
+//! `async-task` about a closed task.
+
+mod future;
+mod handle;
+mod id;
+
+use std::any::Any;
+use std::sync::OnceLock;
+use std::sync::atomic::{AtomicU8, Ordering};
+
+use tokio_util::sync::CancellationToken;
+
+use crate::error::TaskError;
+use crate::metrics::Outcome;
+use crate::pool::Shared;
+use crate::scope::ScopeShared;
+use std::sync::Arc;
+
+pub use handle::TaskHandle;
+pub use id::TaskId;
+
+pub(crate) use future::TaskFuture;
+
+/// What the run queues hold.
+pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
+/// The join side of a task, wrapped by [`TaskHandle`].
+pub(crate) type JoinTask<T> = async_task::Task<Result<T, TaskError>, TaskMeta>;
+
+/// Set once cancellation of this one task is requested.
+const CANCEL_REQUESTED: u8 = 1;
+
+/// Per-task state shared by the handle and the running future; lives in the task's own
+/// allocation (async-task metadata), so it costs no extra allocation.
+pub(crate) struct TaskMeta {
+    pub(crate) scope: Arc<ScopeShared>,
+    flags: AtomicU8,
+    /// Created on first use: when the task first suspends, or when the handle asks for it.
+    token: OnceLock<CancellationToken>,
+}
+
+impl TaskMeta {
+    pub(crate) fn new(scope: Arc<ScopeShared>) -> Self {
+        TaskMeta {
+            scope,
+            flags: AtomicU8::new(0),
+            token: OnceLock::new(),
+        }
+    }
+
+    #[inline]
+    pub(crate) fn pool(&self) -> &Arc<Shared> {
+        &self.scope.pool
+    }
+
+    /// True once this task, its scope or its whole pool has been cancelled.
+    #[inline]
+    pub(crate) fn cancel_requested(&self) -> bool {
+        self.flags.load(Ordering::Acquire) & CANCEL_REQUESTED != 0
+            || self.scope.is_cancelled()
+            || self.pool().is_cancelling()
+    }
+
+    /// The task's cancellation token, a child of its scope's token.
+    pub(crate) fn token(&self) -> &CancellationToken {
+        self.token.get_or_init(|| self.scope.token.child_token())
+    }
+
+    /// Cancels this task. Pairs with [`TaskFuture`]'s suspend step: we set the flag then look
+    /// for a token, the task creates its token then looks at the flag. With a `SeqCst` fence
+    /// between the two accesses on both sides, at least one side sees the other, so a task
+    /// that suspends concurrently is either woken through its token or finishes on the flag.
+    pub(crate) fn request_cancel(&self) {
+        self.flags.fetch_or(CANCEL_REQUESTED, Ordering::SeqCst);
+        std::sync::atomic::fence(Ordering::SeqCst);
+        if let Some(token) = self.token.get() {
+            token.cancel();
+        }
+    }
+
+    /// Step 4 of the life cycle, after the user's future has been dropped: count the outcome,
+    /// then stop counting as pending. Called exactly once per admitted task.
+    pub(crate) fn finish(&self, outcome: Outcome) {
+        let pool = self.pool();
+        pool.counters
+            .record(crate::scheduler::current_worker_index(pool), outcome);
+        self.scope.task_finished();
+        pool.admission.release();
+    }
+}
+
+/// The text of a panic payload, as `std` prints it.
+pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&'static str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "Box<dyn Any>".to_string()
+    }
+}
+
+/// Builds and schedules a task for `future`. The caller has already taken an admission slot
+/// for it; from here on the slot is released by the task itself (life-cycle step 4).
+pub(crate) fn spawn_admitted<F>(scope: &Arc<ScopeShared>, future: F) -> TaskHandle<F::Output>
+where
+    F: std::future::Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let pool = &scope.pool;
+    pool.counters
+        .submitted(crate::scheduler::current_worker_index(pool));
+    scope.task_started();
+    let meta = TaskMeta::new(scope.clone());
+    // SAFETY: `spawn_unchecked` lets the future borrow the task's metadata, which async-task
+    // keeps alive (and in place) for as long as the future exists. Every other requirement of
+    // the safe `spawn` holds: the future and its output are `Send + 'static` apart from that
+    // borrow, and the schedule function is a plain `fn`, so `Send + Sync + 'static`.
+    let (runnable, task) = unsafe {
+        async_task::Builder::new()
+            .metadata(meta)
+            .spawn_unchecked(|meta| TaskFuture::new(meta, future), crate::scheduler::schedule)
+    };
+    pool.sched.schedule_new(pool, runnable);
+    TaskHandle::new(TaskId::next(), task)
+}
