@@ -114,7 +114,10 @@ impl Admission {
             if cur >= self.max {
                 return Err(SpawnError::Full);
             }
-            match self.state.compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst) {
+            match self
+                .state
+                .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
+            {
                 Ok(_) => return Ok(()),
                 Err(actual) => cur = actual,
             }

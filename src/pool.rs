@@ -491,6 +491,7 @@ impl fmt::Debug for ThreadPoolInner {
             .field("config", &self.config)
             .field("pending_tasks", &self.pending_tasks())
             .field("queued", &self.shared.sched.queued())
+            .field("counters", &self.shared.counters.totals())
             .field("shutdown", &self.is_shutdown())
             .finish()
     }

@@ -119,12 +119,19 @@ mod tests {
     fn wakes_one_at_a_time() {
         let idle = Idle::new(2);
         assert!(idle.transition_worker_to_searching());
-        assert!(!idle.transition_worker_to_searching(), "at most half search");
+        assert!(
+            !idle.transition_worker_to_searching(),
+            "at most half search"
+        );
         assert!(idle.transition_worker_to_parked(0, true), "last searcher");
         assert!(!idle.transition_worker_to_parked(1, false));
         assert_eq!(idle.worker_to_notify(), Some(1));
         assert_eq!(idle.num_searching(), 1);
-        assert_eq!(idle.worker_to_notify(), None, "someone is searching already");
+        assert_eq!(
+            idle.worker_to_notify(),
+            None,
+            "someone is searching already"
+        );
         assert!(idle.transition_worker_from_searching());
         assert_eq!(idle.worker_to_notify(), Some(0));
     }

@@ -103,7 +103,7 @@ impl WorkerContext {
         let mut tick: u32 = 0;
         loop {
             tick = tick.wrapping_add(1);
-            let mut task = if tick % GLOBAL_QUEUE_INTERVAL == 0 {
+            let mut task = if tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL) {
                 self.pop_injector().or_else(|| self.local.pop())
             } else {
                 self.local.pop().or_else(|| self.pop_injector())
@@ -184,7 +184,9 @@ impl WorkerContext {
     /// is searching (its notifier counted it so).
     fn park(&self, parker: &Parker, searching: &mut bool) -> bool {
         let sched = &self.pool.sched;
-        let was_last_searcher = sched.idle.transition_worker_to_parked(self.index, *searching);
+        let was_last_searcher = sched
+            .idle
+            .transition_worker_to_parked(self.index, *searching);
         *searching = false;
         fence(SeqCst);
         if was_last_searcher && sched.has_work() {

@@ -140,7 +140,10 @@ impl<F: Future> Future for TaskFuture<'_, F> {
         match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
             Ok(Poll::Ready(value)) => return finish(&mut this, Ok(value)),
             Err(payload) => {
-                return finish(&mut this, Err(TaskError::Panicked(panic_message(&*payload))));
+                return finish(
+                    &mut this,
+                    Err(TaskError::Panicked(panic_message(&*payload))),
+                );
             }
             Ok(Poll::Pending) => {}
         }

@@ -139,9 +139,10 @@ where
     // the safe `spawn` holds: the future and its output are `Send + 'static` apart from that
     // borrow, and the schedule function is a plain `fn`, so `Send + Sync + 'static`.
     let (runnable, task) = unsafe {
-        async_task::Builder::new()
-            .metadata(meta)
-            .spawn_unchecked(|meta| TaskFuture::new(meta, future), crate::scheduler::schedule)
+        async_task::Builder::new().metadata(meta).spawn_unchecked(
+            |meta| TaskFuture::new(meta, future),
+            crate::scheduler::schedule,
+        )
     };
     pool.sched.schedule_new(pool, runnable);
     TaskHandle::new(TaskId::next(), task)
