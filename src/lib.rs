@@ -78,3 +78,7 @@ pub use error::{ConfigError, SpawnError, TaskError};
 pub use pool::ThreadPoolInner;
 pub use scope::{Scope, SpawnPermit};
 pub use task::{TaskHandle, TaskId};
+
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
