@@ -12,7 +12,6 @@
 mod idle;
 mod worker;
 
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst, fence};
 use std::time::Duration;
 
@@ -20,7 +19,6 @@ use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::sync::{Parker, Unparker};
 use parking_lot::{Condvar, Mutex};
 
-use crate::pool::Shared;
 use crate::task::Runnable;
 use idle::Idle;
 
@@ -72,8 +70,9 @@ impl Scheduler {
 
     /// Schedules a freshly spawned task: onto the current worker's deque if the spawner is a
     /// worker of this pool, else onto the injector.
-    pub(crate) fn schedule_new(&self, pool: &Arc<Shared>, runnable: Runnable) {
-        if let Some(runnable) = worker::try_push_local(pool, runnable) {
+    /// The caller holds `pool` (through the scope), which keeps it alive during the push.
+    pub(crate) fn schedule_new(&self, runnable: Runnable) {
+        if let Some(runnable) = worker::try_push_local(runnable) {
             self.push_remote(runnable);
         }
     }

@@ -49,16 +49,15 @@ pub(crate) fn current_worker_index(pool: &Arc<Shared>) -> Option<usize> {
         .flatten()
 }
 
-/// Pushes onto the calling worker's deque if it is a running worker of `pool`; otherwise
-/// gives the runnable back.
+/// Pushes onto the calling worker's deque if it is a running worker of the task's pool;
+/// otherwise gives the runnable back.
 #[inline]
-pub(super) fn try_push_local(pool: &Arc<Shared>, runnable: Runnable) -> Option<Runnable> {
+pub(super) fn try_push_local(runnable: Runnable) -> Option<Runnable> {
     let mut slot = Some(runnable);
     let _ = CURRENT.try_with(|c| {
         if let Some(ctx) = c.get()
             && ctx.running.get()
-            && Arc::ptr_eq(&ctx.pool, pool)
-            && let Some(r) = slot.take()
+            && let Some(r) = slot.take_if(|r| Arc::ptr_eq(&ctx.pool, r.metadata().pool()))
         {
             ctx.local.push(r);
             let sched = &ctx.pool.sched;
@@ -74,8 +73,10 @@ pub(super) fn try_push_local(pool: &Arc<Shared>, runnable: Runnable) -> Option<R
 
 /// The schedule function of every task: called by async-task when a task is woken.
 pub(crate) fn schedule(runnable: Runnable) {
-    let pool = runnable.metadata().pool().clone();
-    if let Some(runnable) = try_push_local(&pool, runnable) {
+    if let Some(runnable) = try_push_local(runnable) {
+        // Off the pool's own workers: hold the pool while pushing, since once the runnable is
+        // queued another thread may finish the task and drop what it referenced.
+        let pool = runnable.metadata().pool().clone();
         pool.sched.push_remote(runnable);
     }
 }

@@ -144,6 +144,6 @@ where
             crate::scheduler::schedule,
         )
     };
-    pool.sched.schedule_new(pool, runnable);
+    pool.sched.schedule_new(runnable);
     TaskHandle::new(TaskId::next(), task)
 }
