@@ -5,6 +5,7 @@
 //! future wrapped with the controls this crate adds (cancellation, timeout, panic
 //! isolation, admission bookkeeping). The user holds a [`TaskHandle`].
 //!
+//!
 //! # Task life cycle
 //! 1. **Admit**: the spawner takes an admission slot, bumps its scope's live count, builds
 //!    the task and pushes its `Runnable` to a run queue.
@@ -14,9 +15,15 @@
 //! 3. **Suspend**: on the first `Pending` the task creates its cancellation token (a child of
 //!    its scope's) and, with a timeout, its timer; both hold the task's waker, so a cancel or
 //!    a deadline wakes a suspended task at once.
-//! 4. **Finish** (exactly once, see [`TaskFuture`]): drop the user's future (catching a panic
-//!    in its `Drop`), count the outcome, leave the scope, release the admission slot, and only
-//!    then hand the result to `async-task`, which wakes the handle.
+//! 4. **Finish** (exactly once per unit, see [`Guarded`]): drop the user's future (catching a
+//!    panic in its `Drop`), count the outcome, release the admission slot; then the task
+//!    leaves its scope ([`TaskFuture`]) and only then hands the result to `async-task`, which
+//!    wakes the handle.
+//!
+//! A *unit* is one admitted piece of work with one slot: a whole task for
+//! `spawn_with_handle`, or one item of a `batch_process` batch, where one task (a *carrier*)
+//! drives many [`Guarded`] units. The controls live in [`Guarded`]; [`TaskFuture`] holds what
+//! belongs to a pool task (scope membership and the cancel wake-up).
 //!
 //! Architecture invariant: a `Runnable` is never dropped unrun. Every queue that still holds
 //! runnables at shutdown is drained by running them with cancellation requested, so the
@@ -24,6 +31,7 @@
 //! `async-task` about a closed task.
 
 mod future;
+mod guard;
 mod handle;
 mod id;
 
@@ -43,6 +51,7 @@ pub use handle::TaskHandle;
 pub use id::TaskId;
 
 pub(crate) use future::TaskFuture;
+pub(crate) use guard::Guarded;
 
 /// What the run queues hold.
 pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
@@ -100,13 +109,18 @@ impl TaskMeta {
         }
     }
 
-    /// Step 4 of the life cycle, after the user's future has been dropped: count the outcome,
-    /// then stop counting as pending. Called exactly once per admitted task.
-    pub(crate) fn finish(&self, outcome: Outcome) {
+    /// Sets the cancel flag without touching the token (the token already fired).
+    pub(crate) fn mark_cancelled(&self) {
+        self.flags.fetch_or(CANCEL_REQUESTED, Ordering::SeqCst);
+    }
+
+    /// A unit of work of this task finished (life-cycle step 4, after its future was
+    /// dropped): count the outcome, then release its admission slot. Called exactly once per
+    /// admitted unit.
+    pub(crate) fn unit_finished(&self, outcome: Outcome) {
         let pool = self.pool();
         pool.counters
             .record(crate::scheduler::current_worker_index(pool), outcome);
-        self.scope.task_finished();
         pool.admission.release();
     }
 }
@@ -132,18 +146,39 @@ where
     let pool = &scope.pool;
     pool.counters
         .submitted(crate::scheduler::current_worker_index(pool));
+    spawn_task(scope, move |meta| Guarded::new(meta, future))
+}
+
+/// Builds and schedules a pool task whose body `make_body` builds from the task's metadata.
+/// The body is responsible for its units' admission slots; the task only joins the scope.
+///
+/// The `&'static TaskMeta` handed to `make_body` really lives as long as the task's
+/// allocation, which outlives the body: the body may keep it but must never move it
+/// anywhere that outlives the body itself (all bodies are this crate's own code).
+pub(crate) fn spawn_task<T, B>(
+    scope: &Arc<ScopeShared>,
+    make_body: impl FnOnce(&'static TaskMeta) -> B,
+) -> TaskHandle<T>
+where
+    T: Send + 'static,
+    B: std::future::Future<Output = Result<T, TaskError>> + Send + 'static,
+{
     scope.task_started();
     let meta = TaskMeta::new(scope.clone());
     // SAFETY: `spawn_unchecked` lets the future borrow the task's metadata, which async-task
-    // keeps alive (and in place) for as long as the future exists. Every other requirement of
-    // the safe `spawn` holds: the future and its output are `Send + 'static` apart from that
-    // borrow, and the schedule function is a plain `fn`, so `Send + Sync + 'static`.
+    // keeps alive and in place for as long as the future exists. We name that borrow
+    // `'static`; it is sound because the only code that sees it is the body built here, which
+    // keeps it inside itself (see the doc above). Every other requirement of the safe `spawn`
+    // holds: the future and its output are `Send`, and the schedule function is a plain
+    // `fn`, so `Send + Sync + 'static`.
     let (runnable, task) = unsafe {
-        async_task::Builder::new().metadata(meta).spawn_unchecked(
-            |meta| TaskFuture::new(meta, future),
-            crate::scheduler::schedule,
-        )
+        async_task::Builder::new()
+            .metadata(meta)
+            .spawn_unchecked::<'static, _, _, _>(
+                |meta| TaskFuture::new(meta, make_body(meta)),
+                crate::scheduler::schedule,
+            )
     };
-    pool.sched.schedule_new(runnable);
+    scope.pool.sched.schedule_new(runnable);
     TaskHandle::new(TaskId::next(), task)
 }

@@ -1,0 +1,170 @@
+//! [`Guarded`]: one admitted unit of work with its controls.
+//!
+//! A unit is either a whole task (spawned with `spawn_with_handle`) or one item of a bulk
+//! call driven inside a batch task. Either way it holds one admission slot, and `Guarded`
+//! gives it the same guarantees:
+//!
+//! 1. cancellation (of the unit's task, scope or pool) is seen at every poll;
+//! 2. `task_timeout` runs from the unit's first poll, with a timer created only if it suspends;
+//! 3. a panic in `poll` or in the future's `Drop` becomes `TaskError::Panicked`;
+//! 4. **finish exactly once**: drop the future, count the outcome, release the slot, in that
+//!    order, either when `poll` returns `Ready` or, if it is dropped unfinished, in `drop`.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use pin_project_lite::pin_project;
+use tokio::time::Sleep;
+
+use super::{TaskMeta, panic_message};
+use crate::error::TaskError;
+use crate::metrics::Outcome;
+
+pin_project! {
+    /// See the module doc.
+    #[project = GuardedProj]
+    pub(crate) struct Guarded<'m, F> {
+        meta: &'m TaskMeta,
+        #[pin]
+        inner: Option<F>,
+        // A result decided before the first poll (the future could not even be built).
+        preset: Option<TaskError>,
+        deadline: Option<Instant>,
+        timer: Option<Pin<Box<Sleep>>>,
+        finished: bool,
+    }
+
+    impl<'m, F> PinnedDrop for Guarded<'m, F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if !*this.finished {
+                *this.finished = true;
+                let outcome = match drop_inner(this.inner.as_mut()) {
+                    Ok(()) => Outcome::Cancelled,
+                    Err(_) => Outcome::Panicked,
+                };
+                *this.timer = None;
+                this.meta.unit_finished(outcome);
+            }
+        }
+    }
+}
+
+/// Drops the user's future in place, catching a panic from its destructor.
+fn drop_inner<F>(inner: Pin<&mut Option<F>>) -> Result<(), String> {
+    // If the destructor panics, the assignment inside `set` still stores `None`, so the
+    // future is never dropped twice.
+    catch_unwind(AssertUnwindSafe(|| {
+        let mut inner = inner;
+        inner.set(None)
+    }))
+    .map_err(|p| panic_message(&*p))
+}
+
+impl<'m, F: Future> Guarded<'m, F> {
+    /// A unit that runs `future`. Its admission slot must already be held.
+    pub(crate) fn new(meta: &'m TaskMeta, future: F) -> Self {
+        Guarded {
+            meta,
+            inner: Some(future),
+            preset: None,
+            deadline: None,
+            timer: None,
+            finished: false,
+        }
+    }
+
+    /// A unit that finishes with `err` at its first poll (its future could not be built, e.g.
+    /// the user's function panicked). Its admission slot must already be held.
+    pub(crate) fn failed(meta: &'m TaskMeta, err: TaskError) -> Self {
+        Guarded {
+            meta,
+            inner: None,
+            preset: Some(err),
+            deadline: None,
+            timer: None,
+            finished: false,
+        }
+    }
+
+    pub(crate) fn is_finished(&self) -> bool {
+        self.finished
+    }
+}
+
+/// Step 4: drop the future, then count and release. Returns what the awaiter sees.
+fn finish<F: Future>(
+    this: &mut GuardedProj<'_, '_, F>,
+    result: Result<F::Output, TaskError>,
+) -> Poll<Result<F::Output, TaskError>> {
+    let result = match drop_inner(this.inner.as_mut()) {
+        Ok(()) => result,
+        Err(msg) => Err(TaskError::Panicked(msg)),
+    };
+    *this.timer = None;
+    *this.finished = true;
+    let outcome = match &result {
+        Ok(_) => Outcome::Completed,
+        Err(TaskError::Panicked(_)) => Outcome::Panicked,
+        Err(TaskError::TimedOut) => Outcome::TimedOut,
+        Err(_) => Outcome::Cancelled,
+    };
+    this.meta.unit_finished(outcome);
+    Poll::Ready(result)
+}
+
+impl<F: Future> Future for Guarded<'_, F> {
+    type Output = Result<F::Output, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let mut this = self.project();
+        let meta = *this.meta;
+        if *this.finished {
+            return Poll::Pending;
+        }
+        if let Some(err) = this.preset.take() {
+            return finish(&mut this, Err(err));
+        }
+        // A unit cancelled while queued never starts; one cancelled while suspended finishes
+        // here without being polled again.
+        if meta.cancel_requested() {
+            return finish(&mut this, Err(TaskError::Cancelled));
+        }
+        if this.timer.as_ref().is_some_and(|t| t.is_elapsed()) {
+            return finish(&mut this, Err(TaskError::TimedOut));
+        }
+        if this.deadline.is_none()
+            && let Some(limit) = meta.pool().task_timeout
+        {
+            // The clock starts at the first poll: queue time does not count.
+            *this.deadline = Some(Instant::now() + limit);
+        }
+
+        let Some(inner) = this.inner.as_mut().as_pin_mut() else {
+            return Poll::Pending;
+        };
+        match catch_unwind(AssertUnwindSafe(|| inner.poll(cx))) {
+            Ok(Poll::Ready(value)) => return finish(&mut this, Ok(value)),
+            Err(payload) => {
+                return finish(
+                    &mut this,
+                    Err(TaskError::Panicked(panic_message(&*payload))),
+                );
+            }
+            Ok(Poll::Pending) => {}
+        }
+        // Suspending with a deadline: a timer wakes us when it passes.
+        if let Some(deadline) = *this.deadline {
+            let timer = this
+                .timer
+                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
+            if timer.as_mut().poll(cx).is_ready() {
+                return finish(&mut this, Err(TaskError::TimedOut));
+            }
+        }
+        Poll::Pending
+    }
+}
