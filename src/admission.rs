@@ -106,17 +106,22 @@ impl Admission {
 
     /// A CAS on the state word, ignoring queued waiters.
     fn acquire_raw(&self) -> Result<(), SpawnError> {
+        self.acquire_raw_n(1)
+    }
+
+    /// Takes `n` slots in one CAS, or none.
+    fn acquire_raw_n(&self, n: usize) -> Result<(), SpawnError> {
         let mut cur = self.state.load(SeqCst);
         loop {
             if cur & CLOSED != 0 {
                 return Err(SpawnError::Shutdown);
             }
-            if cur >= self.max {
+            if cur + n > self.max {
                 return Err(SpawnError::Full);
             }
             match self
                 .state
-                .compare_exchange_weak(cur, cur + 1, SeqCst, SeqCst)
+                .compare_exchange_weak(cur, cur + n, SeqCst, SeqCst)
             {
                 Ok(_) => return Ok(()),
                 Err(actual) => cur = actual,
@@ -133,6 +138,42 @@ impl Admission {
         let prev = self.state.fetch_sub(1, SeqCst);
         debug_assert!(prev & COUNT_MASK > 0, "admission slot released twice");
         if prev == CLOSED | 1 {
+            self.idle.notify_waiters();
+        }
+        if self.has_waiters.load(SeqCst) {
+            self.grant_free_slots();
+        }
+    }
+
+    /// Takes `n` slots, waiting (first come, first served, one slot at a time) when the pool
+    /// is full. On `Shutdown` the slots already taken are given back.
+    pub(crate) async fn acquire_many(&self, n: usize) -> Result<(), SpawnError> {
+        if !self.has_waiters.load(SeqCst) && self.acquire_raw_n(n).is_ok() {
+            return Ok(());
+        }
+        for taken in 0..n {
+            if let Err(e) = self.acquire().await {
+                self.release_many(taken);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    /// Gives back `n` slots: one `fetch_sub` when nobody waits.
+    pub(crate) fn release_many(&self, n: usize) {
+        if n == 0 {
+            return;
+        }
+        if self.has_waiters.load(SeqCst) {
+            for _ in 0..n {
+                self.release();
+            }
+            return;
+        }
+        let prev = self.state.fetch_sub(n, SeqCst);
+        debug_assert!(prev & COUNT_MASK >= n, "admission slots released twice");
+        if prev == CLOSED | n {
             self.idle.notify_waiters();
         }
         if self.has_waiters.load(SeqCst) {
@@ -197,7 +238,7 @@ impl Admission {
     }
 
     /// Step 3 as a future: resolves with a slot, or `Shutdown`.
-    pub(crate) fn acquire(&self) -> Acquire<'_> {
+    pub(crate) fn acquire(&self) -> Acquire<&Admission> {
         Acquire {
             admission: self,
             waiter: None,
@@ -206,20 +247,48 @@ impl Admission {
     }
 }
 
+/// How an [`Acquire`] reaches its admission: borrowed, or through the pool it keeps alive.
+pub(crate) trait AdmissionRef {
+    fn admission(&self) -> &Admission;
+}
+
+impl AdmissionRef for &Admission {
+    fn admission(&self) -> &Admission {
+        self
+    }
+}
+
+impl AdmissionRef for std::sync::Arc<crate::pool::Shared> {
+    fn admission(&self) -> &Admission {
+        &self.admission
+    }
+}
+
+impl<A: AdmissionRef> Acquire<A> {
+    /// An acquire that owns its way to the admission (for `'static` streams).
+    pub(crate) fn new(admission: A) -> Self {
+        Acquire {
+            admission,
+            waiter: None,
+            done: false,
+        }
+    }
+}
+
 /// Future returned by [`Admission::acquire`]. Dropping it before it resolves leaves the queue;
 /// a slot granted to it in that window is released again.
-pub(crate) struct Acquire<'a> {
-    admission: &'a Admission,
+pub(crate) struct Acquire<A: AdmissionRef> {
+    admission: A,
     waiter: Option<Arc<Waiter>>,
     done: bool,
 }
 
-impl Future for Acquire<'_> {
+impl<A: AdmissionRef + Unpin> Future for Acquire<A> {
     type Output = Result<(), SpawnError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
-        let adm = &this.admission;
+        let adm = this.admission.admission();
         let waiter = match &this.waiter {
             Some(w) => w.clone(),
             None => {
@@ -266,20 +335,21 @@ impl Future for Acquire<'_> {
     }
 }
 
-impl Drop for Acquire<'_> {
+impl<A: AdmissionRef> Drop for Acquire<A> {
     fn drop(&mut self) {
         let Some(w) = self.waiter.take() else { return };
         if self.done {
             return;
         }
+        let adm = self.admission.admission();
         {
-            let mut q = self.admission.waiters.lock();
+            let mut q = adm.waiters.lock();
             q.retain(|x| !Arc::ptr_eq(x, &w));
-            self.admission.has_waiters.store(!q.is_empty(), SeqCst);
+            adm.has_waiters.store(!q.is_empty(), SeqCst);
         }
         // Granted after our last poll but never observed: pass the slot on.
         if w.state.load(SeqCst) == GRANTED {
-            self.admission.release();
+            adm.release();
         }
     }
 }

@@ -69,6 +69,7 @@ mod config;
 mod error;
 mod metrics;
 mod pool;
+mod retry;
 mod scheduler;
 mod scope;
 mod task;
@@ -76,7 +77,8 @@ mod task;
 pub use config::{Config, PoolBuilder};
 pub use error::{ConfigError, SpawnError, TaskError};
 pub use pool::ThreadPoolInner;
-pub use scope::{Scope, SpawnPermit};
+pub use retry::{RetryFuture, RetryPolicy, with_retry};
+pub use scope::{BatchOptions, Collect, Ordered, ProcessStream, Scope, SpawnPermit};
 pub use task::{TaskHandle, TaskId};
 
 #[cfg(doctest)]

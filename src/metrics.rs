@@ -27,6 +27,7 @@ pub(crate) struct Row {
     cancelled: AtomicU64,
     timed_out: AtomicU64,
     rejected: AtomicU64,
+    retries: AtomicU64,
 }
 
 impl Row {
@@ -49,6 +50,7 @@ pub(crate) struct Totals {
     pub(crate) cancelled: u64,
     pub(crate) timed_out: u64,
     pub(crate) rejected: u64,
+    pub(crate) retries: u64,
 }
 
 pub(crate) struct Counters {
@@ -89,8 +91,24 @@ impl Counters {
         self.bump(worker, |r| &r.submitted);
     }
 
+    /// Counts `n` admitted units at once (a batch).
+    pub(crate) fn submitted_n(&self, worker: Option<usize>, n: u64) {
+        match worker.and_then(|i| self.workers.get(i)) {
+            Some(row) => row
+                .submitted
+                .store(row.submitted.load(Relaxed) + n, Relaxed),
+            None => {
+                self.shared.submitted.fetch_add(n, Relaxed);
+            }
+        }
+    }
+
     pub(crate) fn rejected(&self, worker: Option<usize>) {
         self.bump(worker, |r| &r.rejected);
+    }
+
+    pub(crate) fn retried(&self, worker: Option<usize>) {
+        self.bump(worker, |r| &r.retries);
     }
 
     pub(crate) fn totals(&self) -> Totals {
@@ -102,6 +120,7 @@ impl Counters {
             t.cancelled += row.cancelled.load(Relaxed);
             t.timed_out += row.timed_out.load(Relaxed);
             t.rejected += row.rejected.load(Relaxed);
+            t.retries += row.retries.load(Relaxed);
         }
         t
     }

@@ -23,7 +23,7 @@
 //! then joins the workers with a bound ([`DROP_JOIN_BOUND`]) unless it runs on one of them.
 
 use std::fmt;
-use std::future::Future;
+use std::future::IntoFuture;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -281,8 +281,9 @@ impl ThreadPoolInner {
         &self.shared.rt
     }
 
-    /// Runs `future` to completion on the calling thread, with the pool's tokio runtime
-    /// entered so timers and I/O work: the way a synchronous `main` uses the pool.
+    /// Runs `future` (anything `.await` accepts) to completion on the calling thread, with the
+    /// pool's tokio runtime entered so timers and I/O work: the way a synchronous `main` uses
+    /// the pool.
     ///
     /// # Panics
     /// If called from one of this pool's own worker threads (it would block the worker that
@@ -299,14 +300,14 @@ impl ThreadPoolInner {
     /// });
     /// assert_eq!(value, 7);
     /// ```
-    pub fn block_on<F: Future>(&self, future: F) -> F::Output {
+    pub fn block_on<F: IntoFuture>(&self, future: F) -> F::Output {
         assert!(
             scheduler::current_worker_index(&self.shared).is_none(),
             "ThreadPoolInner::block_on called from one of the pool's own worker threads; \
              this would block the worker: .await the future instead"
         );
         let _enter = self.shared.rt.enter();
-        futures::executor::block_on(future)
+        futures::executor::block_on(future.into_future())
     }
 
     /// Stops admitting tasks, waits for every admitted task to finish, then stops and joins

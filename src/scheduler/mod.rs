@@ -22,7 +22,9 @@ use parking_lot::{Condvar, Mutex};
 use crate::task::Runnable;
 use idle::Idle;
 
-pub(crate) use worker::{current_worker_index, run_worker, schedule};
+pub(crate) use worker::{
+    count_retry_on_current_worker, current_worker_index, run_worker, schedule,
+};
 
 /// What one worker thread takes with it when it starts.
 pub(crate) struct WorkerParts {

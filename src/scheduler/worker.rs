@@ -49,6 +49,15 @@ pub(crate) fn current_worker_index(pool: &Arc<Shared>) -> Option<usize> {
         .flatten()
 }
 
+/// Counts one retry in the pool of the calling worker thread, if it is one.
+pub(crate) fn count_retry_on_current_worker() {
+    let _ = CURRENT.try_with(|c| {
+        if let Some(ctx) = c.get() {
+            ctx.pool.counters.retried(Some(ctx.index));
+        }
+    });
+}
+
 /// Pushes onto the calling worker's deque if it is a running worker of the task's pool;
 /// otherwise gives the runnable back.
 #[inline]

@@ -15,6 +15,12 @@ use crate::error::{SpawnError, TaskError};
 use crate::pool::{Shared, ThreadPoolInner};
 use crate::task::{self, TaskHandle};
 
+mod batch;
+mod stream;
+
+pub use batch::BatchOptions;
+pub use stream::{Collect, Ordered, ProcessStream};
+
 /// The half of a scope that its tasks share.
 pub(crate) struct ScopeShared {
     pub(crate) pool: Arc<Shared>,

@@ -34,6 +34,8 @@ pin_project! {
         preset: Option<TaskError>,
         deadline: Option<Instant>,
         timer: Option<Pin<Box<Sleep>>>,
+        // False for a batch item: its batch releases all its items' slots at once.
+        own_slot: bool,
         finished: bool,
     }
 
@@ -47,7 +49,7 @@ pin_project! {
                     Err(_) => Outcome::Panicked,
                 };
                 *this.timer = None;
-                this.meta.unit_finished(outcome);
+                this.meta.unit_finished(outcome, *this.own_slot);
             }
         }
     }
@@ -65,7 +67,8 @@ fn drop_inner<F>(inner: Pin<&mut Option<F>>) -> Result<(), String> {
 }
 
 impl<'m, F: Future> Guarded<'m, F> {
-    /// A unit that runs `future`. Its admission slot must already be held.
+    /// A unit that runs `future` and releases its admission slot (already held) when it
+    /// finishes.
     pub(crate) fn new(meta: &'m TaskMeta, future: F) -> Self {
         Guarded {
             meta,
@@ -73,25 +76,28 @@ impl<'m, F: Future> Guarded<'m, F> {
             preset: None,
             deadline: None,
             timer: None,
+            own_slot: true,
             finished: false,
         }
     }
 
-    /// A unit that finishes with `err` at its first poll (its future could not be built, e.g.
-    /// the user's function panicked). Its admission slot must already be held.
-    pub(crate) fn failed(meta: &'m TaskMeta, err: TaskError) -> Self {
+    /// A batch item: like [`new`](Self::new), but its slot is released by its batch. With
+    /// `Err`, the unit finishes with that error at its first poll (its future could not be
+    /// built, e.g. the user's function panicked).
+    pub(crate) fn item(meta: &'m TaskMeta, future: Result<F, TaskError>) -> Self {
+        let (inner, preset) = match future {
+            Ok(f) => (Some(f), None),
+            Err(e) => (None, Some(e)),
+        };
         Guarded {
             meta,
-            inner: None,
-            preset: Some(err),
+            inner,
+            preset,
             deadline: None,
             timer: None,
+            own_slot: false,
             finished: false,
         }
-    }
-
-    pub(crate) fn is_finished(&self) -> bool {
-        self.finished
     }
 }
 
@@ -112,7 +118,7 @@ fn finish<F: Future>(
         Err(TaskError::TimedOut) => Outcome::TimedOut,
         Err(_) => Outcome::Cancelled,
     };
-    this.meta.unit_finished(outcome);
+    this.meta.unit_finished(outcome, *this.own_slot);
     Poll::Ready(result)
 }
 

@@ -115,13 +115,15 @@ impl TaskMeta {
     }
 
     /// A unit of work of this task finished (life-cycle step 4, after its future was
-    /// dropped): count the outcome, then release its admission slot. Called exactly once per
-    /// admitted unit.
-    pub(crate) fn unit_finished(&self, outcome: Outcome) {
+    /// dropped): count the outcome, then release its admission slot unless its batch does.
+    /// Called exactly once per admitted unit.
+    pub(crate) fn unit_finished(&self, outcome: Outcome, release_slot: bool) {
         let pool = self.pool();
         pool.counters
             .record(crate::scheduler::current_worker_index(pool), outcome);
-        pool.admission.release();
+        if release_slot {
+            pool.admission.release();
+        }
     }
 }
 
@@ -147,6 +149,23 @@ where
     pool.counters
         .submitted(crate::scheduler::current_worker_index(pool));
     spawn_task(scope, move |meta| Guarded::new(meta, future))
+}
+
+/// Finishes a unit that was admitted but whose future could not be built (the user's
+/// function panicked): counts it as submitted and failed, releases its slot, and returns a
+/// handle resolved to `err`.
+pub(crate) fn fail_admitted<T>(scope: &Arc<ScopeShared>, err: TaskError) -> TaskHandle<T> {
+    let pool = &scope.pool;
+    let worker = crate::scheduler::current_worker_index(pool);
+    pool.counters.submitted(worker);
+    let outcome = match err {
+        TaskError::Panicked(_) => Outcome::Panicked,
+        TaskError::TimedOut => Outcome::TimedOut,
+        _ => Outcome::Cancelled,
+    };
+    pool.counters.record(worker, outcome);
+    pool.admission.release();
+    TaskHandle::refused(err)
 }
 
 /// Builds and schedules a pool task whose body `make_body` builds from the task's metadata.

@@ -1,0 +1,435 @@
+//! `batch_process` and `par_map_async`: many items, one pool task per batch.
+//!
+//! The caller cuts the items into batches and runs each batch as one *carrier* task
+//! ([`BatchBody`]) that drives its items' futures concurrently, each item a
+//! [`Guarded`](crate::task::Guarded) unit with its own outcome, timeout and panic isolation.
+//! No task is allocated per item: an item whose future finishes in its first poll reuses one
+//! box per batch; only items that suspend get a node in the batch's `FuturesUnordered`.
+//!
+//! # Admission
+//! A batch takes one slot per item, in one CAS when there is room, before its task is
+//! spawned, and gives them all back in one `fetch_sub` when its last item has finished (every
+//! item's future has been dropped by then). Outcomes are counted per item as each finishes.
+
+use std::future::Future;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures::StreamExt;
+use futures::stream::FuturesUnordered;
+
+use super::Scope;
+use crate::error::TaskError;
+use crate::task::{self, Guarded, TaskHandle, TaskMeta, panic_message};
+
+/// Most items per batch when the size is chosen automatically.
+const MAX_AUTO_BATCH: usize = 4096;
+/// Batches per worker aimed for when the size is chosen automatically, for load balance.
+const BATCHES_PER_WORKER: usize = 4;
+
+/// Settings for [`Scope::batch_process_with`].
+///
+/// ```
+/// use async_rayon::BatchOptions;
+/// let options = BatchOptions::new(8).batch_size(256);
+/// assert_eq!(options.max_concurrent_batches, 8);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BatchOptions {
+    /// Most batches running at once. Must be at least 1.
+    pub max_concurrent_batches: usize,
+    /// Items per batch; `None` chooses from the item count, the thread count and
+    /// `max_pending`.
+    pub batch_size: Option<usize>,
+}
+
+impl BatchOptions {
+    /// At most `max_concurrent_batches` batches at once, batch size chosen automatically.
+    pub fn new(max_concurrent_batches: usize) -> Self {
+        BatchOptions {
+            max_concurrent_batches,
+            batch_size: None,
+        }
+    }
+
+    /// Sets the number of items per batch (at least 1; capped at `max_pending`).
+    pub fn batch_size(mut self, size: usize) -> Self {
+        self.batch_size = Some(size);
+        self
+    }
+}
+
+/// The batch size used when none is given: a few batches per worker, at most
+/// [`MAX_AUTO_BATCH`] items, and small enough that all concurrent batches fit in
+/// `max_pending` together.
+fn auto_batch_size(
+    items: usize,
+    threads: usize,
+    concurrent: usize,
+    max_pending: Option<usize>,
+) -> usize {
+    let target_batches = threads.max(1) * BATCHES_PER_WORKER;
+    let size = items.div_ceil(target_batches).clamp(1, MAX_AUTO_BATCH);
+    match max_pending {
+        Some(mp) => size.min((mp / concurrent.max(1)).max(1)),
+        None => size,
+    }
+}
+
+impl Scope {
+    /// Runs `f` on every item, in batches, and returns the results in input order.
+    ///
+    /// The items are cut into batches (size chosen from the item count, the thread count
+    /// and `max_pending`; see [`batch_process_with`](Self::batch_process_with) to set it).
+    /// Each batch is one pool task that drives its items' futures concurrently, and at most
+    /// `max_concurrent_batches` batches run at once. Each item is one unit for `max_pending`
+    /// (a batch waits for room rather than being rejected), for `task_timeout`, and for the
+    /// metrics. A panic, timeout or cancellation of an item is that item's `Err`; the other
+    /// items go on. Errors of your own are values: make `R` a `Result`.
+    ///
+    /// Dropping the returned future cancels the batches in flight.
+    ///
+    /// # Panics
+    /// If `max_concurrent_batches` is 0.
+    ///
+    /// ```
+    /// use async_rayon::{Config, Scope, ThreadPoolInner};
+    ///
+    /// let pool = ThreadPoolInner::with_config(Config::cpu_bound());
+    /// let scope = Scope::new(pool.clone());
+    /// let data: Vec<u64> = (0..100_000).collect();
+    /// let results = pool.block_on(scope.batch_process(data, 50, |item| {
+    ///     Box::pin(async move { item * item })
+    /// }));
+    /// assert_eq!(results.len(), 100_000);
+    /// assert_eq!(results[3], Ok(9));
+    /// ```
+    pub async fn batch_process<T, R, F, Fut>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        max_concurrent_batches: usize,
+        f: F,
+    ) -> Vec<Result<R, TaskError>>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        assert!(
+            max_concurrent_batches > 0,
+            "Scope::batch_process: max_concurrent_batches must be at least 1, got 0"
+        );
+        self.batch_process_with(items, BatchOptions::new(max_concurrent_batches), f)
+            .await
+    }
+
+    /// [`batch_process`](Self::batch_process) with every setting in [`BatchOptions`].
+    ///
+    /// # Panics
+    /// If `options.max_concurrent_batches` or `options.batch_size` is 0.
+    pub async fn batch_process_with<T, R, F, Fut>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        options: BatchOptions,
+        f: F,
+    ) -> Vec<Result<R, TaskError>>
+    where
+        T: Send + 'static,
+        R: Send + 'static,
+        F: Fn(T) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = R> + Send + 'static,
+    {
+        let concurrent = options.max_concurrent_batches;
+        assert!(
+            concurrent > 0,
+            "Scope::batch_process_with: max_concurrent_batches must be at least 1, got 0"
+        );
+        assert!(
+            options.batch_size != Some(0),
+            "Scope::batch_process_with: batch_size must be at least 1, got 0"
+        );
+        let items: Vec<T> = items.into_iter().collect();
+        let n = items.len();
+        if n == 0 {
+            return Vec::new();
+        }
+        let pool = &self.shared.pool;
+        let max_pending = self.pool.max_pending();
+        let size = match options.batch_size {
+            Some(s) => s.min(max_pending.unwrap_or(usize::MAX)),
+            None => auto_batch_size(n, self.pool.num_threads(), concurrent, max_pending),
+        };
+
+        let f = Arc::new(f);
+        let mut results: Vec<Option<Result<R, TaskError>>> = Vec::with_capacity(n);
+        results.resize_with(n, || None);
+        let mut in_flight = CancelOnDrop(FuturesUnordered::new());
+        let mut items = items.into_iter();
+        let mut offset = 0;
+        let mut refused: Option<TaskError> = None;
+        loop {
+            while in_flight.0.len() < concurrent && offset < n {
+                let len = size.min(n - offset);
+                let chunk: Vec<T> = items.by_ref().take(len).collect();
+                if refused.is_none()
+                    && let Err(e) = pool.admission.acquire_many(len).await
+                {
+                    refused = Some(e.into());
+                }
+                if let Some(err) = &refused {
+                    for r in &mut results[offset..offset + len] {
+                        *r = Some(Err(err.clone()));
+                    }
+                } else {
+                    pool.counters
+                        .submitted_n(crate::scheduler::current_worker_index(pool), len as u64);
+                    let f = f.clone();
+                    let handle =
+                        task::spawn_task(&self.shared, move |meta| BatchBody::new(meta, chunk, f));
+                    in_flight.0.push(Batch {
+                        offset,
+                        len,
+                        handle,
+                    });
+                }
+                offset += len;
+            }
+            let Some((offset, len, done)) = in_flight.0.next().await else {
+                break;
+            };
+            match done {
+                Ok(batch) => {
+                    for (slot, r) in results[offset..offset + len].iter_mut().zip(batch) {
+                        *slot = Some(r);
+                    }
+                }
+                // Only if the batch's own code failed; every item error is inside `Ok`.
+                Err(e) => {
+                    for slot in &mut results[offset..offset + len] {
+                        *slot = Some(Err(e.clone()));
+                    }
+                }
+            }
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(TaskError::Cancelled)))
+            .collect()
+    }
+
+    /// Runs `f` on every element of `items` concurrently on the pool and returns the results
+    /// in input order: the async counterpart of rayon's `par_iter().map()`.
+    ///
+    /// `f` is called on the calling thread to build each item's future (so the future must
+    /// own what it needs: it is `'static`); the futures run in batches as in
+    /// [`batch_process`](Self::batch_process), with one batch in flight per worker and one
+    /// spare.
+    ///
+    /// ```
+    /// use async_rayon::{Config, Scope, ThreadPoolInner};
+    ///
+    /// let pool = ThreadPoolInner::with_config(Config::io_bound());
+    /// let scope = Scope::new(pool.clone());
+    /// let user_ids = vec![1, 2, 3, 4, 5];
+    /// let results = pool.block_on(scope.par_map_async(&user_ids, |&id| async move {
+    ///     format!("user-{id}")
+    /// }));
+    /// assert_eq!(results[4], Ok("user-5".to_string()));
+    /// ```
+    pub async fn par_map_async<T, R, G, Fut>(&self, items: &[T], f: G) -> Vec<Result<R, TaskError>>
+    where
+        G: Fn(&T) -> Fut,
+        Fut: Future<Output = R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let futures: Vec<Fut> = items.iter().map(f).collect();
+        let concurrent = self.pool.num_threads() + 1;
+        self.batch_process_with(
+            futures,
+            BatchOptions::new(concurrent),
+            std::convert::identity,
+        )
+        .await
+    }
+}
+
+/// A batch in flight: where its results go, and its task.
+struct Batch<R> {
+    offset: usize,
+    len: usize,
+    handle: TaskHandle<Vec<Result<R, TaskError>>>,
+}
+
+impl<R> Future for Batch<R> {
+    type Output = (usize, usize, Result<Vec<Result<R, TaskError>>, TaskError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let (offset, len) = (self.offset, self.len);
+        Pin::new(&mut self.handle)
+            .poll(cx)
+            .map(|r| (offset, len, r))
+    }
+}
+
+/// Cancels every batch still in flight when the caller's future is dropped.
+struct CancelOnDrop<R>(FuturesUnordered<Batch<R>>);
+
+impl<R> Drop for CancelOnDrop<R> {
+    fn drop(&mut self) {
+        for b in self.0.iter() {
+            b.handle.cancel();
+        }
+    }
+}
+
+/// An item that suspended, driven by the batch's `FuturesUnordered`.
+struct Suspended<'m, Fut: Future> {
+    index: usize,
+    unit: Pin<Box<Guarded<'m, Fut>>>,
+}
+
+impl<'m, Fut: Future> Future for Suspended<'m, Fut> {
+    type Output = (usize, Result<Fut::Output, TaskError>);
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let index = self.index;
+        self.unit.as_mut().poll(cx).map(|r| (index, r))
+    }
+}
+
+/// The body of a batch task (a carrier): starts each item and polls it once inline, then
+/// drives the items that suspended. Finishes when every item has; on cancellation, polls
+/// every suspended item once so that it sees the cancel and finishes as `Cancelled`.
+pub(crate) struct BatchBody<'m, T, F, Fut: Future> {
+    meta: &'m TaskMeta,
+    items: std::vec::IntoIter<T>,
+    f: Arc<F>,
+    next: usize,
+    results: Vec<Option<Result<Fut::Output, TaskError>>>,
+    /// A finished item's box, reused for the next item.
+    spare: Option<Pin<Box<Guarded<'m, Fut>>>>,
+    suspended: FuturesUnordered<Suspended<'m, Fut>>,
+    /// Admission slots this batch holds, released when it finishes or is dropped.
+    slots: usize,
+}
+
+// Nothing in a batch body is pinned in place (pinned items live in boxes), so moving it is
+// fine whatever `T` and the outputs are.
+impl<T, F, Fut: Future> Unpin for BatchBody<'_, T, F, Fut> {}
+
+impl<'m, T, F, Fut> BatchBody<'m, T, F, Fut>
+where
+    F: Fn(T) -> Fut,
+    Fut: Future,
+{
+    fn new(meta: &'m TaskMeta, chunk: Vec<T>, f: Arc<F>) -> Self {
+        let n = chunk.len();
+        let mut results = Vec::with_capacity(n);
+        results.resize_with(n, || None);
+        BatchBody {
+            meta,
+            items: chunk.into_iter(),
+            f,
+            next: 0,
+            results,
+            spare: None,
+            suspended: FuturesUnordered::new(),
+            slots: n,
+        }
+    }
+}
+
+impl<T, F, Fut: Future> BatchBody<'_, T, F, Fut> {
+    fn release_slots(&mut self) {
+        let n = std::mem::take(&mut self.slots);
+        self.meta.pool().admission.release_many(n);
+    }
+}
+
+impl<T, F, Fut> Future for BatchBody<'_, T, F, Fut>
+where
+    F: Fn(T) -> Fut,
+    Fut: Future,
+{
+    type Output = Result<Vec<Result<Fut::Output, TaskError>>, TaskError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let meta = this.meta;
+        // Start every item not started yet, polling each once.
+        for item in this.items.by_ref() {
+            let index = this.next;
+            this.next += 1;
+            let future = if meta.cancel_requested() {
+                Err(TaskError::Cancelled)
+            } else {
+                catch_unwind(AssertUnwindSafe(|| (this.f)(item)))
+                    .map_err(|p| TaskError::Panicked(panic_message(&*p)))
+            };
+            let unit = Guarded::item(meta, future);
+            let mut boxed = match this.spare.take() {
+                Some(mut b) => {
+                    b.set(unit);
+                    b
+                }
+                None => Box::pin(unit),
+            };
+            match boxed.as_mut().poll(cx) {
+                Poll::Ready(r) => {
+                    this.results[index] = Some(r);
+                    this.spare = Some(boxed);
+                }
+                Poll::Pending => this.suspended.push(Suspended { index, unit: boxed }),
+            }
+        }
+        if meta.cancel_requested() {
+            // Suspended items are only polled when woken; poll each once so it finishes.
+            for s in this.suspended.iter_mut() {
+                if let Poll::Ready(r) = s.unit.as_mut().poll(cx) {
+                    this.results[s.index] = Some(r);
+                }
+            }
+            this.suspended.clear();
+        }
+        while let Poll::Ready(Some((index, r))) = this.suspended.poll_next_unpin(cx) {
+            this.results[index] = Some(r);
+        }
+        if !this.suspended.is_empty() {
+            return Poll::Pending;
+        }
+        this.spare = None;
+        this.release_slots();
+        let results = std::mem::take(&mut this.results)
+            .into_iter()
+            .map(|r| r.unwrap_or(Err(TaskError::Cancelled)))
+            .collect();
+        Poll::Ready(Ok(results))
+    }
+}
+
+impl<T, F, Fut: Future> Drop for BatchBody<'_, T, F, Fut> {
+    fn drop(&mut self) {
+        // Items still running finish (as cancelled) in their own drop, before the slots go.
+        self.suspended.clear();
+        self.spare = None;
+        self.release_slots();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auto_batch_size;
+
+    #[test]
+    fn auto_batch_size_balances_and_fits_admission() {
+        assert_eq!(auto_batch_size(0, 2, 4, None), 1);
+        assert_eq!(auto_batch_size(80, 2, 4, None), 10);
+        assert_eq!(auto_batch_size(1_000_000, 2, 4, None), 4096);
+        assert_eq!(auto_batch_size(1_000_000, 2, 50, Some(10_000)), 200);
+        assert_eq!(auto_batch_size(1_000_000, 2, 50_000, Some(10_000)), 1);
+    }
+}
