@@ -146,17 +146,25 @@ impl Admission {
     }
 
     /// Takes `n` slots, waiting (first come, first served, one slot at a time) when the pool
-    /// is full. On `Shutdown` the slots already taken are given back.
+    /// is full. On `Shutdown`, or if this future is dropped before it finishes, the slots
+    /// already taken are given back.
     pub(crate) async fn acquire_many(&self, n: usize) -> Result<(), SpawnError> {
         if !self.has_waiters.load(SeqCst) && self.acquire_raw_n(n).is_ok() {
             return Ok(());
         }
-        for taken in 0..n {
-            if let Err(e) = self.acquire().await {
-                self.release_many(taken);
-                return Err(e);
+        /// Slots taken so far; released unless the whole batch was taken.
+        struct Taken<'a>(&'a Admission, usize);
+        impl Drop for Taken<'_> {
+            fn drop(&mut self) {
+                self.0.release_many(self.1);
             }
         }
+        let mut taken = Taken(self, 0);
+        while taken.1 < n {
+            self.acquire().await?;
+            taken.1 += 1;
+        }
+        taken.1 = 0;
         Ok(())
     }
 
@@ -372,6 +380,20 @@ mod tests {
         a.release();
         a.release();
         assert_eq!(a.pending(), 0);
+    }
+
+    #[test]
+    fn dropped_acquire_many_gives_back_its_slots() {
+        let a = Admission::new(Some(4));
+        a.try_acquire().expect("slot");
+        a.try_acquire().expect("slot");
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut many = Box::pin(a.acquire_many(3));
+        assert!(many.as_mut().poll(&mut cx).is_pending());
+        assert_eq!(a.pending(), 4, "took the two free slots, waits for a third");
+        drop(many);
+        assert_eq!(a.pending(), 2);
     }
 
     #[test]
