@@ -117,6 +117,18 @@ impl Scheduler {
         }
     }
 
+    /// Runs one task. `TaskFuture` catches every panic of the user's future; this catches what
+    /// async-task itself may raise while running it, such as a panic in the `Drop` of a
+    /// detached task's output, so that the thread survives.
+    pub(crate) fn run_task(runnable: Runnable) {
+        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run())) {
+            eprintln!(
+                "async_rayon: a task panicked outside its future (in the drop of its output?): {}",
+                crate::task::panic_message(&*p)
+            );
+        }
+    }
+
     /// Pops and runs whatever is still queued anywhere, on the calling thread. Used after
     /// terminate, when every queued task is cancelled and only needs to be finished.
     pub(crate) fn drain_here(&self) {
@@ -126,7 +138,7 @@ impl Scheduler {
                 match self.injector.steal() {
                     Steal::Success(r) => {
                         found = true;
-                        r.run();
+                        Scheduler::run_task(r);
                     }
                     Steal::Retry => continue,
                     Steal::Empty => break,
@@ -137,7 +149,7 @@ impl Scheduler {
                     match s.steal() {
                         Steal::Success(r) => {
                             found = true;
-                            r.run();
+                            Scheduler::run_task(r);
                         }
                         Steal::Retry => continue,
                         Steal::Empty => break,

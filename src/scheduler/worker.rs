@@ -15,7 +15,7 @@ use std::sync::atomic::{Ordering::SeqCst, fence};
 use crossbeam_deque::{Steal, Worker};
 use crossbeam_utils::sync::Parker;
 
-use super::WorkerParts;
+use super::{Scheduler, WorkerParts};
 use crate::pool::Shared;
 use crate::task::Runnable;
 
@@ -139,7 +139,7 @@ impl WorkerContext {
                             sched.notify_one();
                         }
                     }
-                    runnable.run();
+                    Scheduler::run_task(runnable);
                 }
                 None => {
                     if !self.park(parker, &mut searching) {
@@ -217,7 +217,7 @@ impl WorkerContext {
     /// After terminate: run everything still queued anywhere (all of it cancelled).
     fn drain(&self) {
         while let Some(r) = self.local.pop() {
-            r.run();
+            Scheduler::run_task(r);
         }
         self.pool.sched.drain_here();
     }
