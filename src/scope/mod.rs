@@ -159,6 +159,7 @@ impl Scope {
                     pool.counters
                         .rejected(crate::scheduler::current_worker_index(pool));
                 }
+                task::drop_refused(future);
                 Err(e)
             }
         }

@@ -151,6 +151,12 @@ where
     spawn_task(scope, move |meta| Guarded::new(meta, future))
 }
 
+/// Drops a future that was refused admission, on the caller's thread. A panic in its `Drop`
+/// is caught (the panic hook has reported it): the caller gets its refusal, not a panic.
+pub(crate) fn drop_refused<F>(future: F) {
+    let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || drop(future)));
+}
+
 /// Finishes a unit that was admitted but whose future could not be built (the user's
 /// function panicked): counts it as submitted and failed, releases its slot, and returns a
 /// handle resolved to `err`.
