@@ -246,7 +246,7 @@ fn run_chaos(n: usize, seed: u64, shutdown_midway: bool) -> (Tally, Arc<Census>,
             }
             let r = rng.next();
             let kind = r % 10;
-            let burst = r % 4_001 == 0 && n - i > 4 * MAX_PENDING;
+            let burst = r.is_multiple_of(4_001) && n - i > 4 * MAX_PENDING;
             if burst {
                 // A burst of non-waiting spawns past max_pending (tasks that sleep a little,
                 // so they are still pending): the excess is rejected.
