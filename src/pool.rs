@@ -497,3 +497,36 @@ impl fmt::Debug for ThreadPoolInner {
             .finish()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{Scope, TaskError};
+
+    /// The life of a pool under Miri: spawn (the crate's one `unsafe`), wake, cancel, panic,
+    /// shutdown. Kept small: Miri is slow.
+    #[test]
+    fn pool_life_cycle() {
+        let pool = ThreadPoolInner::new(2, Some(8));
+        let scope = Scope::new(pool.clone());
+        let results = pool.block_on(async {
+            let a = scope.spawn_with_handle(async { 1 });
+            let b = scope.spawn_with_handle(async {
+                tokio::task::yield_now().await;
+                2
+            });
+            let c = scope.spawn_with_handle(async { panic!("boom") });
+            let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+            let d = scope.spawn_with_handle(async move { rx.await.map(|()| 4).unwrap_or(0) });
+            d.cancel();
+            let r = (a.await, b.await, c.await, d.await);
+            drop(tx);
+            r
+        });
+        assert_eq!(results.0, Ok(1));
+        assert_eq!(results.1, Ok(2));
+        assert_eq!(results.2, Err(TaskError::Panicked("boom".into())));
+        assert_eq!(results.3, Err(TaskError::Cancelled));
+        assert!(pool.block_on(pool.shutdown_timeout(Duration::from_secs(5))));
+    }
+}

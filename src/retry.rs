@@ -189,11 +189,10 @@ fn next_unit() -> f64 {
     STATE.with(|s| {
         let mut x = s.get();
         if x == 0 {
-            let seed = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos() as u64)
-                .unwrap_or(0x9E37_79B9_7F4A_7C15);
-            x = seed ^ (std::ptr::from_ref(s) as usize as u64) | 1;
+            // Distinct per thread; no clock or OS entropy needed for jitter.
+            static THREADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+            let n = THREADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (std::ptr::from_ref(s).addr() as u64) | 1;
         }
         x ^= x << 13;
         x ^= x >> 7;

@@ -10,14 +10,15 @@
 //! injector.
 
 mod idle;
+mod queue;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst, fence};
 use std::time::Duration;
 
-use crossbeam_deque::{Injector, Steal, Stealer, Worker};
 use crossbeam_utils::sync::{Parker, Unparker};
 use parking_lot::{Condvar, Mutex};
+use queue::{Injector, Steal, Stealer, Worker};
 
 use crate::task::Runnable;
 use idle::Idle;

@@ -12,7 +12,7 @@ use std::cell::{Cell, OnceCell};
 use std::sync::Arc;
 use std::sync::atomic::{Ordering::SeqCst, fence};
 
-use crossbeam_deque::{Steal, Worker};
+use super::queue::{Steal, Worker};
 use crossbeam_utils::sync::Parker;
 
 use super::{Scheduler, WorkerParts};
@@ -231,7 +231,7 @@ fn next_random(n: usize) -> usize {
     STATE.with(|s| {
         let mut x = s.get();
         if x == 0 {
-            x = (std::ptr::from_ref(s) as usize as u32) | 1;
+            x = (std::ptr::from_ref(s).addr() as u32) | 1;
         }
         x ^= x << 13;
         x ^= x >> 17;
