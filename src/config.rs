@@ -126,6 +126,7 @@ pub struct PoolBuilder {
     pub(crate) config: Config,
     pub(crate) name: String,
     pub(crate) thread_name: Option<String>,
+    pub(crate) stack_size: Option<usize>,
     pub(crate) on_thread_start: Option<ThreadHook>,
     pub(crate) on_thread_stop: Option<ThreadHook>,
 }
@@ -139,6 +140,7 @@ impl PoolBuilder {
             config: Config::default(),
             name: DEFAULT_NAME.to_string(),
             thread_name: None,
+            stack_size: None,
             on_thread_start: None,
             on_thread_stop: None,
         }
@@ -194,6 +196,14 @@ impl PoolBuilder {
         self
     }
 
+    /// Stack size of each worker thread, in bytes (default: the standard library's, usually
+    /// 2 MiB). A size the operating system refuses makes [`build`](Self::build) fail with
+    /// [`ConfigError::ThreadSpawn`].
+    pub fn stack_size(mut self, bytes: usize) -> Self {
+        self.stack_size = Some(bytes);
+        self
+    }
+
     /// Runs `f` on each worker thread when it starts, before it polls any task.
     pub fn on_thread_start(mut self, f: impl Fn() + Send + Sync + 'static) -> Self {
         self.on_thread_start = Some(Arc::new(f));
@@ -224,6 +234,7 @@ impl fmt::Debug for PoolBuilder {
             .field("config", &self.config)
             .field("name", &self.name)
             .field("thread_name", &self.thread_name)
+            .field("stack_size", &self.stack_size)
             .field("on_thread_start", &self.on_thread_start.is_some())
             .field("on_thread_stop", &self.on_thread_stop.is_some())
             .finish()

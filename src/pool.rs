@@ -7,17 +7,18 @@
 //! 2. **Wait** until the pending count is zero or `d` has passed.
 //! 3. **Cancel what is left** (only if the deadline passed): set the pool's cancel flag, which
 //!    every task checks at each poll, and cancel the pool's token, which wakes every suspended
-//!    task through its own child token. They finish as `Cancelled`. Wait up to
-//!    [`CANCEL_GRACE`] for them.
+//!    task through its own child token. They finish as `Cancelled`. Wait for them until
+//!    [`CANCEL_GRACE`] after the deadline.
 //! 4. **Terminate**: set the scheduler's terminate flag and unpark every worker. Each drains
 //!    the queues (running, and so finishing, every cancelled task it finds), runs its stop
 //!    hook and exits.
-//! 5. **Join** the workers that exited (within `CANCEL_GRACE` of step 3 after a deadline);
-//!    a worker still stuck inside a task that never yields is detached, not joined. Anything
-//!    still queued is drained on the calling thread. Stop the pool's own tokio runtime.
+//! 5. **Join** the workers that exited (after a deadline: until the same `CANCEL_GRACE`
+//!    bound, but at least [`EXIT_GRACE`] after terminate); a worker still stuck inside a task
+//!    that never yields is detached, not joined. Anything still queued is drained on the
+//!    calling thread. Stop the pool's own tokio runtime.
 //!
-//! So `shutdown_timeout(d)` returns within `d + 2 * CANCEL_GRACE` plus scheduling noise, even
-//! when a task blocks its thread.
+//! So `shutdown_timeout(d)` returns within `d + CANCEL_GRACE + EXIT_GRACE` (20 ms) plus
+//! timer and scheduling noise, even when a task blocks its thread.
 //!
 //! Dropping the last `Arc<ThreadPoolInner>` without shutdown runs steps 1, 3 and 4 at once,
 //! then joins the workers with a bound ([`DROP_JOIN_BOUND`]) unless it runs on one of them.
@@ -40,8 +41,11 @@ use crate::error::ConfigError;
 use crate::metrics::Counters;
 use crate::scheduler::{self, Scheduler, WorkerParts};
 
-/// How long shutdown waits for cancelled tasks to finish, and then for workers to exit.
-const CANCEL_GRACE: Duration = Duration::from_millis(20);
+/// After a shutdown deadline: how long cancelled tasks and then the workers get to finish,
+/// together.
+const CANCEL_GRACE: Duration = Duration::from_millis(15);
+/// The least time workers get to exit after terminate, so healthy ones are joined.
+const EXIT_GRACE: Duration = Duration::from_millis(5);
 /// How long dropping a pool waits for its workers before detaching them.
 const DROP_JOIN_BOUND: Duration = Duration::from_millis(250);
 
@@ -212,6 +216,7 @@ impl ThreadPoolInner {
                 index,
                 parts,
                 &prefix,
+                b.stack_size,
                 b.on_thread_start.clone(),
                 b.on_thread_stop.clone(),
             );
@@ -360,8 +365,9 @@ impl ThreadPoolInner {
         let mut bound = None;
         if !finished {
             shared.cancel_all();
-            self.wait_idle(Some(Instant::now() + CANCEL_GRACE)).await;
-            bound = Some(Instant::now() + CANCEL_GRACE);
+            let grace = Instant::now() + CANCEL_GRACE;
+            self.wait_idle(Some(grace)).await;
+            bound = Some(grace.max(Instant::now() + EXIT_GRACE));
         }
         // Step 4.
         shared.sched.terminate();
@@ -428,19 +434,22 @@ fn spawn_worker(
     index: usize,
     parts: WorkerParts,
     prefix: &str,
+    stack_size: Option<usize>,
     on_start: Option<ThreadHook>,
     on_stop: Option<ThreadHook>,
 ) -> std::io::Result<JoinHandle<()>> {
     let shared = shared.clone();
-    thread::Builder::new()
-        .name(format!("{prefix}-{index}"))
-        .spawn(move || {
-            let _enter = shared.rt.enter();
-            run_hook("on_thread_start", on_start.as_ref());
-            scheduler::run_worker(shared.clone(), index, parts);
-            run_hook("on_thread_stop", on_stop.as_ref());
-            shared.sched.worker_exited();
-        })
+    let mut builder = thread::Builder::new().name(format!("{prefix}-{index}"));
+    if let Some(bytes) = stack_size {
+        builder = builder.stack_size(bytes);
+    }
+    builder.spawn(move || {
+        let _enter = shared.rt.enter();
+        run_hook("on_thread_start", on_start.as_ref());
+        scheduler::run_worker(shared.clone(), index, parts);
+        run_hook("on_thread_stop", on_stop.as_ref());
+        shared.sched.worker_exited();
+    })
 }
 
 /// Runs a user hook; a panic in it is reported and does not take the worker down.
