@@ -73,7 +73,7 @@ fn handle_and_scope_auto_traits() {
     send_sync::<Arc<ThreadPoolInner>>();
 }
 
-/// 1. Every handle resolves exactly once, to the value or the error; an Err only after the
+/// Point 1: Every handle resolves exactly once, to the value or the error; an Err only after the
 /// future was dropped.
 #[test]
 fn p1_each_handle_resolves_once_after_the_future_is_dropped() {
@@ -99,7 +99,7 @@ fn p1_each_handle_resolves_once_after_the_future_is_dropped() {
     assert!(h.is_finished());
 }
 
-/// 2. spawn_with_handle never blocks: when full it resolves Rejected at once and drops the
+/// Point 2: spawn_with_handle never blocks: when full it resolves Rejected at once and drops the
 /// future; try_spawn says Full; reserve waits first come first served; a permit holds its
 /// slot until it spawns or drops.
 #[test]
@@ -186,7 +186,7 @@ fn p2_admission_refuses_or_waits() {
     assert!(eventually(Duration::from_secs(5), || pool.pending_tasks() == 0));
 }
 
-/// 2 (admission) + the slot contract: a caller that saw a handle resolve can spawn at once.
+/// Point 2 (admission) + the slot contract: a caller that saw a handle resolve can spawn at once.
 #[test]
 fn p2_slot_is_free_when_the_handle_resolves() {
     let pool = ThreadPoolInner::new(2, Some(1));
@@ -201,7 +201,7 @@ fn p2_slot_is_free_when_the_handle_resolves() {
     });
 }
 
-/// 3. cancel(): not started never starts; suspended on I/O is dropped promptly; mid-poll is
+/// Point 3: cancel(): not started never starts; suspended on I/O is dropped promptly; mid-poll is
 /// dropped when the poll returns; finished keeps its value.
 #[test]
 fn p3_cancel_in_every_state() {
@@ -272,7 +272,7 @@ fn p3_cancel_in_every_state() {
     assert!(done.cancellation_token().is_cancelled() || done.is_finished());
 }
 
-/// 3 (token): cancel() cancels the task's token; cancelling the token cancels the task.
+/// Point 3 (token): cancel() cancels the task's token; cancelling the token cancels the task.
 #[test]
 fn p3_cancellation_token_is_the_tasks() {
     let pool = ThreadPoolInner::new(2, None);
@@ -290,7 +290,7 @@ fn p3_cancellation_token_is_the_tasks() {
     assert_eq!(pool.block_on(h), Err(TaskError::Cancelled));
 }
 
-/// 4. await_timeout waits at most d, then cancels and yields TimedOut.
+/// Point 4: await_timeout waits at most d, then cancels and yields TimedOut.
 #[test]
 fn p4_await_timeout() {
     let pool = ThreadPoolInner::new(2, None);
@@ -320,7 +320,7 @@ fn p4_await_timeout() {
     );
 }
 
-/// 5. task_timeout runs from the first poll: queue time does not count.
+/// Point 5: task_timeout runs from the first poll: queue time does not count.
 #[test]
 fn p5_task_timeout_from_first_poll() {
     let pool = ThreadPoolInner::with_config(Config {
@@ -347,7 +347,7 @@ fn p5_task_timeout_from_first_poll() {
     assert!(t.elapsed() < Duration::from_secs(2));
 }
 
-/// 6. Dropping a handle detaches: the task still runs, counts for wait(), cancel() and
+/// Point 6: Dropping a handle detaches: the task still runs, counts for wait(), cancel() and
 /// shutdown.
 #[test]
 fn p6_dropped_handle_detaches() {
@@ -374,7 +374,7 @@ fn p6_dropped_handle_detaches() {
     assert!(dropped.load(SeqCst), "cancel() reached the detached task");
 }
 
-/// 7. Scope::cancel cancels that scope's tasks only; drop(scope) cancels without waiting.
+/// Point 7: Scope::cancel cancels that scope's tasks only; drop(scope) cancels without waiting.
 #[test]
 fn p7_scope_cancel_and_drop() {
     let pool = ThreadPoolInner::new(2, None);
@@ -411,7 +411,7 @@ fn p7_scope_cancel_and_drop() {
     assert!(dropped.load(SeqCst));
 }
 
-/// 8. A task awaiting another task's handle never deadlocks, even with one thread.
+/// Point 8: A task awaiting another task's handle never deadlocks, even with one thread.
 #[test]
 fn p8_awaiting_another_task_on_one_thread() {
     let pool = ThreadPoolInner::new(1, None);
@@ -431,7 +431,7 @@ fn p8_awaiting_another_task_on_one_thread() {
     assert_eq!(pool.block_on(outer), Ok(4950));
 }
 
-/// 9. shutdown: new spawns refused with Shutdown; admitted tasks finish; workers joined and
+/// Point 9: shutdown: new spawns refused with Shutdown; admitted tasks finish; workers joined and
 /// their stop hook has run. shutdown_timeout cancels the rest at the deadline and is bounded
 /// even when a task blocks its thread; shutdown_timeout(0) returns at once.
 #[test]
@@ -525,7 +525,7 @@ impl Drop for Count {
     }
 }
 
-/// 10. Dropping the last Arc without shutdown cancels what is left and stops the workers;
+/// Point 10: Dropping the last Arc without shutdown cancels what is left and stops the workers;
 /// 100 create/drop cycles keep the thread count flat.
 #[test]
 fn p10_drop_without_shutdown() {
@@ -560,7 +560,7 @@ fn p10_drop_without_shutdown() {
     );
 }
 
-/// 11. block_on runs a future on the calling thread with the pool's tokio entered; from a
+/// Point 11: block_on runs a future on the calling thread with the pool's tokio entered; from a
 /// worker of the same pool it panics with a clear message.
 #[test]
 fn p11_block_on() {
@@ -581,7 +581,7 @@ fn p11_block_on() {
     }
 }
 
-/// 12. CPU-bound tasks run in parallel on all workers: 8 x 60 ms on 2 threads ~ 240 ms.
+/// Point 12: CPU-bound tasks run in parallel on all workers: 8 x 60 ms on 2 threads ~ 240 ms.
 #[test]
 fn p12_cpu_tasks_run_in_parallel() {
     let pool = ThreadPoolInner::new(2, None);
