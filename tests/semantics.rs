@@ -230,15 +230,13 @@ fn p3_cancel_in_every_state() {
     // Suspended on a TCP read that never completes: dropped promptly.
     let dropped = Arc::new(AtomicBool::new(false));
     let flag = DropFlag(dropped.clone());
-    let reading = pool.block_on(async {
-        let addr = silent_server().await;
-        scope.spawn_with_handle(async move {
-            let _flag = flag;
-            let mut s = tokio::net::TcpStream::connect(addr).await?;
-            let mut buf = [0u8; 1];
-            s.read_exact(&mut buf).await?;
-            Ok::<_, std::io::Error>(())
-        })
+    let addr = pool.block_on(silent_server());
+    let reading = scope.spawn_with_handle(async move {
+        let _flag = flag;
+        let mut s = tokio::net::TcpStream::connect(addr).await?;
+        let mut buf = [0u8; 1];
+        s.read_exact(&mut buf).await?;
+        Ok::<_, std::io::Error>(())
     });
     std::thread::sleep(Duration::from_millis(50));
     let t = Instant::now();
