@@ -68,6 +68,7 @@ mod admission;
 mod config;
 mod error;
 mod metrics;
+mod monitor;
 mod pool;
 mod retry;
 mod scheduler;
@@ -76,6 +77,8 @@ mod task;
 
 pub use config::{Config, PoolBuilder};
 pub use error::{ConfigError, SpawnError, TaskError};
+pub use metrics::{LatencySummary, PoolMetrics};
+pub use monitor::MonitorHandle;
 pub use pool::ThreadPoolInner;
 pub use retry::{RetryFuture, RetryPolicy, with_retry};
 pub use scope::{BatchOptions, Collect, Ordered, ProcessStream, Scope, SpawnPermit};

@@ -38,7 +38,8 @@ use tokio_util::sync::CancellationToken;
 use crate::admission::Admission;
 use crate::config::{Config, PoolBuilder, ThreadHook};
 use crate::error::ConfigError;
-use crate::metrics::Counters;
+use crate::metrics::{Counters, PoolMetrics};
+use crate::monitor::{self, MonitorHandle};
 use crate::scheduler::{self, Scheduler, WorkerParts};
 
 /// After a shutdown deadline: how long cancelled tasks and then the workers get to finish,
@@ -60,6 +61,8 @@ pub(crate) struct Shared {
     cancelling: AtomicBool,
     pub(crate) rt: Handle,
     pub(crate) task_timeout: Option<Duration>,
+    num_threads: usize,
+    max_pending: Option<usize>,
 }
 
 impl Shared {
@@ -67,6 +70,18 @@ impl Shared {
     #[inline]
     pub(crate) fn is_cancelling(&self) -> bool {
         self.cancelling.load(Ordering::Acquire)
+    }
+
+    /// The figures of [`ThreadPoolInner::metrics_fast`].
+    pub(crate) fn metrics(&self) -> PoolMetrics {
+        let snapshot = self.counters.snapshot();
+        PoolMetrics::from_snapshot(
+            &snapshot,
+            self.num_threads,
+            self.max_pending,
+            self.admission.pending(),
+            self.sched.queued(),
+        )
     }
 
     /// Step 3 of the shutdown protocol.
@@ -207,6 +222,8 @@ impl ThreadPoolInner {
             cancelling: AtomicBool::new(false),
             rt,
             task_timeout: config.task_timeout,
+            num_threads: config.num_threads,
+            max_pending: config.max_pending,
         });
         let io_thread_id = io.as_ref().map(|io| io.thread.thread().id());
         let mut workers = Vec::with_capacity(config.num_threads);
@@ -279,6 +296,92 @@ impl ThreadPoolInner {
     /// True once shutdown has begun (or the pool is being dropped).
     pub fn is_shutdown(&self) -> bool {
         self.shared.admission.is_closed()
+    }
+
+    /// The pool's figures now: load, outcomes so far, utilization and latency over its life.
+    /// Lock-free and allocation-free, O(threads); cheap enough to call often. See
+    /// [`PoolMetrics`] for the definitions.
+    ///
+    /// ```
+    /// use async_rayon::ThreadPoolInner;
+    ///
+    /// let pool = ThreadPoolInner::new(2, Some(5_000));
+    /// let metrics = pool.metrics_fast();
+    /// println!("Utilization: {:.1}%", metrics.utilization() * 100.0);
+    /// println!("Queue pressure: {}", metrics.queue_pressure());
+    /// println!("Success rate: {:.2}%", metrics.success_rate() * 100.0);
+    /// assert_eq!(metrics.submitted, 0);
+    /// ```
+    pub fn metrics_fast(&self) -> PoolMetrics {
+        self.shared.metrics()
+    }
+
+    /// Calls `f` every `every` on a thread of its own (never a worker), with the pool's
+    /// figures; `utilization()` and `busy_time` cover the last interval. Works with no tokio
+    /// runtime around. A panic in `f` is caught and reported on stderr, and monitoring goes
+    /// on. Stop it with [`stop_monitoring`](Self::stop_monitoring) or by dropping the handle.
+    /// The monitor does not keep the pool alive.
+    ///
+    /// # Panics
+    /// If `every` is zero, or the monitor thread cannot be started.
+    ///
+    /// ```
+    /// use async_rayon::ThreadPoolInner;
+    /// use std::time::Duration;
+    ///
+    /// let pool = ThreadPoolInner::new(2, Some(5_000));
+    /// let monitor = pool.start_monitoring(Duration::from_millis(10), |metrics| {
+    ///     println!("Active: {}, Queue: {}, Utilization: {:.1}%",
+    ///              metrics.active_tasks,
+    ///              metrics.queued_tasks,
+    ///              metrics.utilization() * 100.0);
+    /// });
+    /// std::thread::sleep(Duration::from_millis(25));
+    /// ThreadPoolInner::stop_monitoring(monitor);
+    /// ```
+    pub fn start_monitoring(
+        &self,
+        every: Duration,
+        f: impl FnMut(&PoolMetrics) + Send + 'static,
+    ) -> MonitorHandle {
+        assert!(
+            !every.is_zero(),
+            "ThreadPoolInner::start_monitoring: the interval must be greater than zero"
+        );
+        match monitor::start(
+            format!("{}-monitor", self.name),
+            every,
+            self.shared.clone(),
+            f,
+        ) {
+            Ok(handle) => handle,
+            Err(e) => {
+                panic!("ThreadPoolInner::start_monitoring: could not start the monitor thread: {e}")
+            }
+        }
+    }
+
+    /// Stops a monitor: when this returns, its callback is never called again. (Dropping
+    /// the handle does the same.)
+    pub fn stop_monitoring(handle: MonitorHandle) {
+        handle.stop();
+    }
+
+    /// Publishes the pool's figures through the [`metrics`](https://docs.rs/metrics) facade
+    /// every `every`, labelled `pool` = the pool's [`name`](Self::name): counters
+    /// `async_rayon_tasks_{submitted,completed,panicked,cancelled,timed_out,rejected}_total`
+    /// and `async_rayon_task_retries_total`; gauges `async_rayon_tasks_active`,
+    /// `async_rayon_tasks_queued`, `async_rayon_worker_threads`, `async_rayon_utilization`
+    /// (over the last interval); latency summaries `async_rayon_task_queue_wait_seconds` and
+    /// `async_rayon_task_run_seconds` (gauges labelled `quantile` = `0.5`, `0.99`).
+    /// Install a recorder (for example metrics-exporter-prometheus) to see them; with none it
+    /// does nothing, and the task path never touches the facade. Stopped like a monitor.
+    ///
+    /// # Panics
+    /// As [`start_monitoring`](Self::start_monitoring).
+    pub fn start_metrics_export(&self, every: Duration) -> MonitorHandle {
+        let name = self.name.clone();
+        self.start_monitoring(every, move |m| monitor::export(&name, m))
     }
 
     /// The tokio runtime handle the pool's tasks use for timers, I/O and `tokio::spawn`.
@@ -501,7 +604,7 @@ impl fmt::Debug for ThreadPoolInner {
             .field("config", &self.config)
             .field("pending_tasks", &self.pending_tasks())
             .field("queued", &self.shared.sched.queued())
-            .field("counters", &self.shared.counters.totals())
+            .field("metrics", &self.metrics_fast())
             .field("shutdown", &self.is_shutdown())
             .finish()
     }

@@ -109,7 +109,10 @@ pub(crate) fn run_worker(pool: Arc<Shared>, index: usize, parts: WorkerParts) {
 impl WorkerContext {
     fn run(&self, parker: &Parker) {
         let sched = &self.pool.sched;
+        let counters = &self.pool.counters;
         let mut searching = false;
+        // In a run streak: the clock is read only when one starts or ends (utilization).
+        let mut busy = false;
         let mut tick: u32 = 0;
         loop {
             tick = tick.wrapping_add(1);
@@ -119,6 +122,10 @@ impl WorkerContext {
                 self.local.pop().or_else(|| self.pop_injector())
             };
             if task.is_none() {
+                if busy {
+                    busy = false;
+                    counters.busy_end(self.index);
+                }
                 if sched.is_terminated() {
                     return;
                 }
@@ -131,6 +138,10 @@ impl WorkerContext {
             }
             match task {
                 Some(runnable) => {
+                    if !busy {
+                        busy = true;
+                        counters.busy_start(self.index);
+                    }
                     if searching {
                         searching = false;
                         if sched.idle.transition_worker_from_searching() {

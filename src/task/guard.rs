@@ -36,6 +36,10 @@ pin_project! {
         timer: Option<Pin<Box<Sleep>>>,
         // False for a batch item: its batch releases all its items' slots at once.
         own_slot: bool,
+        // Latency sampling (see `metrics`): when the unit was created, then first polled;
+        // 0 if not sampled.
+        created_ns: u64,
+        first_poll_ns: u64,
         finished: bool,
     }
 
@@ -77,6 +81,8 @@ impl<'m, F: Future> Guarded<'m, F> {
             deadline: None,
             timer: None,
             own_slot: true,
+            created_ns: meta.pool().counters.sample_start(),
+            first_poll_ns: 0,
             finished: false,
         }
     }
@@ -96,6 +102,8 @@ impl<'m, F: Future> Guarded<'m, F> {
             deadline: None,
             timer: None,
             own_slot: false,
+            created_ns: meta.pool().counters.sample_start(),
+            first_poll_ns: 0,
             finished: false,
         }
     }
@@ -112,6 +120,14 @@ fn finish<F: Future>(
     };
     *this.timer = None;
     *this.finished = true;
+    if *this.first_poll_ns != 0 {
+        let counters = &this.meta.pool().counters;
+        let worker = crate::scheduler::current_worker_index(this.meta.pool());
+        counters.record_run_time(
+            worker,
+            counters.now_ns().saturating_sub(*this.first_poll_ns),
+        );
+    }
     let outcome = match &result {
         Ok(_) => Outcome::Completed,
         Err(TaskError::Panicked(_)) => Outcome::Panicked,
@@ -141,6 +157,13 @@ impl<F: Future> Future for Guarded<'_, F> {
         }
         if this.timer.as_ref().is_some_and(|t| t.is_elapsed()) {
             return finish(&mut this, Err(TaskError::TimedOut));
+        }
+        if *this.created_ns != 0 && *this.first_poll_ns == 0 {
+            let counters = &meta.pool().counters;
+            let now = counters.now_ns();
+            let worker = crate::scheduler::current_worker_index(meta.pool());
+            counters.record_queue_wait(worker, now.saturating_sub(*this.created_ns));
+            *this.first_poll_ns = now;
         }
         if this.deadline.is_none()
             && let Some(limit) = meta.pool().task_timeout
