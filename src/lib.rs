@@ -70,6 +70,8 @@ mod error;
 mod metrics;
 mod monitor;
 mod pool;
+#[cfg(feature = "progress")]
+pub mod progress;
 mod retry;
 mod scheduler;
 mod scope;

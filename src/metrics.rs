@@ -423,7 +423,9 @@ impl PoolMetrics {
     }
 
     /// Share of worker-thread time spent running tasks over [`window`](Self::window), in
-    /// [0, 1].
+    /// [0, 1]. Measured in wall-clock time from when a worker finds a task until it finds
+    /// none, so with more workers than cores, time a worker is preempted mid-run counts as
+    /// busy.
     pub fn utilization(&self) -> f64 {
         let capacity = self.window.as_secs_f64() * self.num_threads as f64;
         if capacity <= 0.0 {

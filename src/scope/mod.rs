@@ -155,6 +155,8 @@ impl Scope {
         match pool.admission.try_acquire() {
             Ok(()) => Ok(task::spawn_admitted(&self.shared, future)),
             Err(e) => {
+                #[cfg(feature = "tracing")]
+                tracing::trace!(target: "async_rayon", reason = %e, "spawn refused");
                 if e == SpawnError::Full {
                     pool.counters
                         .rejected(crate::scheduler::current_worker_index(pool));

@@ -134,6 +134,8 @@ fn finish<F: Future>(
         Err(TaskError::TimedOut) => Outcome::TimedOut,
         Err(_) => Outcome::Cancelled,
     };
+    #[cfg(feature = "tracing")]
+    tracing::trace!(target: "async_rayon", outcome = ?outcome, "task finished");
     this.meta.unit_finished(outcome, *this.own_slot);
     Poll::Ready(result)
 }

@@ -205,5 +205,8 @@ where
             )
     };
     scope.pool.sched.schedule_new(runnable);
-    TaskHandle::new(TaskId::next(), task)
+    let id = TaskId::next();
+    #[cfg(feature = "tracing")]
+    tracing::trace!(target: "async_rayon", task = id.as_u64(), "task spawned");
+    TaskHandle::new(id, task)
 }
