@@ -343,7 +343,7 @@ async fn run(o: Opts) -> Result<(), Box<dyn std::error::Error>> {
         ("peak RSS", format!("{:.1} MiB", peak_rss_mib())),
         ("checksum", format!("{checksum:016x}")),
     ];
-    println!("\n{:<34} {}", "summary", "");
+    println!("\nsummary");
     println!("{}", "-".repeat(60));
     for (k, v) in rows {
         println!("{k:<34} {v}");
