@@ -42,6 +42,12 @@ fn examples_run_to_completion() {
         ("etl_pipeline", &["300"], "300 records loaded"),
         ("sync_feeder", &[], "sum of doubled items"),
         ("prometheus", &["--seconds", "1"], "final:"),
+        ("channel_pool", &[], "channel pool: 1484 ok, 16 failed"),
+        (
+            "streaming_pipeline",
+            &["3000"],
+            "3000/3000 stored in input order",
+        ),
     ] {
         let out = run(name, args);
         assert!(
