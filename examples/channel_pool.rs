@@ -18,7 +18,7 @@ struct Job {
 
 async fn process(job: Job) -> Result<usize, String> {
     tokio::time::sleep(Duration::from_millis(2 + job.id % 5)).await;
-    if job.id % 97 == 0 {
+    if job.id.is_multiple_of(97) {
         return Err(format!("job {} rejected by the backend", job.id));
     }
     Ok(job.payload.len())
