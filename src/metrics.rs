@@ -36,6 +36,29 @@ pub(crate) enum Outcome {
     TimedOut,
 }
 
+impl Outcome {
+    /// The outcome a unit's result stands for.
+    pub(crate) fn of<T>(result: &Result<T, crate::TaskError>) -> Outcome {
+        match result {
+            Ok(_) => Outcome::Completed,
+            Err(crate::TaskError::Panicked(_)) => Outcome::Panicked,
+            Err(crate::TaskError::TimedOut) => Outcome::TimedOut,
+            Err(_) => Outcome::Cancelled,
+        }
+    }
+
+    pub(crate) const ALL: [Outcome; 4] = [
+        Outcome::Completed,
+        Outcome::Panicked,
+        Outcome::Cancelled,
+        Outcome::TimedOut,
+    ];
+
+    pub(crate) fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// One unit in this many has its latency sampled.
 pub(crate) const SAMPLE_EVERY: u32 = 64;
 
@@ -210,6 +233,13 @@ impl Counters {
 
     pub(crate) fn record(&self, worker: Option<usize>, outcome: Outcome) {
         self.bump(worker, 1, |r| r.field(outcome));
+    }
+
+    /// Counts `n` units that ended with `outcome` (a batch's items).
+    pub(crate) fn record_n(&self, worker: Option<usize>, outcome: Outcome, n: u64) {
+        if n > 0 {
+            self.bump(worker, n, |r| r.field(outcome));
+        }
     }
 
     pub(crate) fn submitted(&self, worker: Option<usize>) {

@@ -22,6 +22,7 @@ use futures::stream::FuturesUnordered;
 
 use super::Scope;
 use crate::error::TaskError;
+use crate::metrics::Outcome;
 use crate::task::{self, Guarded, TaskHandle, TaskMeta, panic_message};
 
 /// Most items per batch when the size is chosen automatically.
@@ -165,8 +166,8 @@ impl Scope {
         };
 
         let f = Arc::new(f);
-        let mut results: Vec<Option<Result<R, TaskError>>> = Vec::with_capacity(n);
-        results.resize_with(n, || None);
+        // One entry per batch, in input order; filled as batches finish, flattened at the end.
+        let mut batches: Vec<Option<Vec<Result<R, TaskError>>>> = Vec::new();
         let mut in_flight = CancelOnDrop(FuturesUnordered::new());
         let mut items = items.into_iter();
         let mut offset = 0;
@@ -180,10 +181,10 @@ impl Scope {
                 {
                     refused = Some(e.into());
                 }
+                let batch_index = batches.len();
+                batches.push(None);
                 if let Some(err) = &refused {
-                    for r in &mut results[offset..offset + len] {
-                        *r = Some(Err(err.clone()));
-                    }
+                    batches[batch_index] = Some((0..len).map(|_| Err(err.clone())).collect());
                 } else {
                     pool.counters
                         .submitted_n(crate::scheduler::current_worker_index(pool), len as u64);
@@ -191,34 +192,27 @@ impl Scope {
                     let handle =
                         task::spawn_task(&self.shared, move |meta| BatchBody::new(meta, chunk, f));
                     in_flight.0.push(Batch {
-                        offset,
+                        index: batch_index,
                         len,
                         handle,
                     });
                 }
                 offset += len;
             }
-            let Some((offset, len, done)) = in_flight.0.next().await else {
+            let Some((index, len, done)) = in_flight.0.next().await else {
                 break;
             };
-            match done {
-                Ok(batch) => {
-                    for (slot, r) in results[offset..offset + len].iter_mut().zip(batch) {
-                        *slot = Some(r);
-                    }
-                }
+            batches[index] = Some(match done {
+                Ok(results) => results,
                 // Only if the batch's own code failed; every item error is inside `Ok`.
-                Err(e) => {
-                    for slot in &mut results[offset..offset + len] {
-                        *slot = Some(Err(e.clone()));
-                    }
-                }
-            }
+                Err(e) => (0..len).map(|_| Err(e.clone())).collect(),
+            });
         }
-        results
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(TaskError::Cancelled)))
-            .collect()
+        let mut out = Vec::with_capacity(n);
+        for batch in batches {
+            out.extend(batch.unwrap_or_default());
+        }
+        out
     }
 
     /// Runs `f` on every element of `items` concurrently on the pool and returns the results
@@ -257,9 +251,9 @@ impl Scope {
     }
 }
 
-/// A batch in flight: where its results go, and its task.
+/// A batch in flight: its place among the batches, its size, and its task.
 struct Batch<R> {
-    offset: usize,
+    index: usize,
     len: usize,
     handle: TaskHandle<Vec<Result<R, TaskError>>>,
 }
@@ -268,10 +262,8 @@ impl<R> Future for Batch<R> {
     type Output = (usize, usize, Result<Vec<Result<R, TaskError>>, TaskError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (offset, len) = (self.offset, self.len);
-        Pin::new(&mut self.handle)
-            .poll(cx)
-            .map(|r| (offset, len, r))
+        let (index, len) = (self.index, self.len);
+        Pin::new(&mut self.handle).poll(cx).map(|r| (index, len, r))
     }
 }
 
@@ -304,15 +296,22 @@ impl<'m, Fut: Future> Future for Suspended<'m, Fut> {
 /// The body of a batch task (a carrier): starts each item and polls it once inline, then
 /// drives the items that suspended. Finishes when every item has; on cancellation, polls
 /// every suspended item once so that it sees the cancel and finishes as `Cancelled`.
+///
+/// Exactly once per item, in this order: its outcome is counted (in `tally`, flushed to the
+/// pool's counters when the batch finishes or is dropped), then its slot is released (all of
+/// the batch's slots at once, after the flush).
 pub(crate) struct BatchBody<'m, T, F, Fut: Future> {
     meta: &'m TaskMeta,
     items: std::vec::IntoIter<T>,
     f: Arc<F>,
-    next: usize,
-    results: Vec<Option<Result<Fut::Output, TaskError>>>,
+    /// One entry per started item, in input order; a suspended item's entry is a placeholder
+    /// until it finishes.
+    results: Vec<Result<Fut::Output, TaskError>>,
     /// A finished item's box, reused for the next item.
     spare: Option<Pin<Box<Guarded<'m, Fut>>>>,
     suspended: FuturesUnordered<Suspended<'m, Fut>>,
+    /// Outcomes of finished items not yet added to the pool's counters, by `Outcome::index`.
+    tally: [u64; 4],
     /// Admission slots this batch holds, released when it finishes or is dropped.
     slots: usize,
 }
@@ -328,25 +327,32 @@ where
 {
     fn new(meta: &'m TaskMeta, chunk: Vec<T>, f: Arc<F>) -> Self {
         let n = chunk.len();
-        let mut results = Vec::with_capacity(n);
-        results.resize_with(n, || None);
         BatchBody {
             meta,
             items: chunk.into_iter(),
             f,
-            next: 0,
-            results,
+            results: Vec::with_capacity(n),
             spare: None,
             suspended: FuturesUnordered::new(),
+            tally: [0; 4],
             slots: n,
         }
     }
 }
 
 impl<T, F, Fut: Future> BatchBody<'_, T, F, Fut> {
-    fn release_slots(&mut self) {
+    /// Counts the tallied outcomes, then releases the batch's slots. Items not finished by
+    /// now (the batch is being dropped) count as cancelled.
+    fn settle(&mut self, unfinished: u64) {
+        let pool = self.meta.pool();
+        let worker = crate::scheduler::current_worker_index(pool);
+        self.tally[Outcome::Cancelled.index()] += unfinished;
+        for outcome in Outcome::ALL {
+            let n = std::mem::take(&mut self.tally[outcome.index()]);
+            pool.counters.record_n(worker, outcome, n);
+        }
         let n = std::mem::take(&mut self.slots);
-        self.meta.pool().admission.release_many(n);
+        pool.admission.release_many(n);
     }
 }
 
@@ -362,8 +368,7 @@ where
         let meta = this.meta;
         // Start every item not started yet, polling each once.
         for item in this.items.by_ref() {
-            let index = this.next;
-            this.next += 1;
+            let index = this.results.len();
             let future = if meta.cancel_requested() {
                 Err(TaskError::Cancelled)
             } else {
@@ -380,43 +385,55 @@ where
             };
             match boxed.as_mut().poll(cx) {
                 Poll::Ready(r) => {
-                    this.results[index] = Some(r);
+                    this.tally[Outcome::of(&r).index()] += 1;
+                    this.results.push(r);
                     this.spare = Some(boxed);
                 }
-                Poll::Pending => this.suspended.push(Suspended { index, unit: boxed }),
+                Poll::Pending => {
+                    this.results.push(Err(TaskError::Cancelled)); // placeholder
+                    this.suspended.push(Suspended { index, unit: boxed });
+                }
             }
         }
         if meta.cancel_requested() {
             // Suspended items are only polled when woken; poll each once so it finishes.
+            let mut finished_now = 0u64;
             for s in this.suspended.iter_mut() {
                 if let Poll::Ready(r) = s.unit.as_mut().poll(cx) {
-                    this.results[s.index] = Some(r);
+                    finished_now += 1;
+                    this.tally[Outcome::of(&r).index()] += 1;
+                    this.results[s.index] = r;
                 }
             }
+            // One that did not finish on that poll (it cannot happen: a polled unit sees the
+            // cancel) would be dropped by `clear` below without counting itself.
+            let dropped = this.suspended.len() as u64 - finished_now;
+            this.tally[Outcome::Cancelled.index()] += dropped;
             this.suspended.clear();
         }
         while let Poll::Ready(Some((index, r))) = this.suspended.poll_next_unpin(cx) {
-            this.results[index] = Some(r);
+            this.tally[Outcome::of(&r).index()] += 1;
+            this.results[index] = r;
         }
         if !this.suspended.is_empty() {
             return Poll::Pending;
         }
         this.spare = None;
-        this.release_slots();
-        let results = std::mem::take(&mut this.results)
-            .into_iter()
-            .map(|r| r.unwrap_or(Err(TaskError::Cancelled)))
-            .collect();
-        Poll::Ready(Ok(results))
+        this.settle(0);
+        Poll::Ready(Ok(std::mem::take(&mut this.results)))
     }
 }
 
 impl<T, F, Fut: Future> Drop for BatchBody<'_, T, F, Fut> {
     fn drop(&mut self) {
-        // Items still running finish (as cancelled) in their own drop, before the slots go.
+        if self.slots == 0 && self.tally == [0; 4] {
+            return; // settled when it finished
+        }
+        // Items still running are dropped first (their futures go before their slots).
+        let unfinished = (self.suspended.len() + self.items.len()) as u64;
         self.suspended.clear();
         self.spare = None;
-        self.release_slots();
+        self.settle(unfinished);
     }
 }
 

@@ -34,8 +34,9 @@ pin_project! {
         preset: Option<TaskError>,
         deadline: Option<Instant>,
         timer: Option<Pin<Box<Sleep>>>,
-        // False for a batch item: its batch releases all its items' slots at once.
-        own_slot: bool,
+        // True for a batch item: its batch counts its outcome and releases its slot, so the
+        // item itself does neither.
+        batch_item: bool,
         // Latency sampling (see `metrics`): when the unit was created, then first polled;
         // 0 if not sampled.
         created_ns: u64,
@@ -53,7 +54,9 @@ pin_project! {
                     Err(_) => Outcome::Panicked,
                 };
                 *this.timer = None;
-                this.meta.unit_finished(outcome, *this.own_slot);
+                if !*this.batch_item {
+                    this.meta.unit_finished(outcome);
+                }
             }
         }
     }
@@ -80,16 +83,17 @@ impl<'m, F: Future> Guarded<'m, F> {
             preset: None,
             deadline: None,
             timer: None,
-            own_slot: true,
+            batch_item: false,
             created_ns: meta.pool().counters.sample_start(),
             first_poll_ns: 0,
             finished: false,
         }
     }
 
-    /// A batch item: like [`new`](Self::new), but its slot is released by its batch. With
-    /// `Err`, the unit finishes with that error at its first poll (its future could not be
-    /// built, e.g. the user's function panicked).
+    /// A batch item: like [`new`](Self::new), but its batch counts its outcome (from the
+    /// result, see [`Outcome::of`]) and releases its slot. With `Err`, the unit finishes with
+    /// that error at its first poll (its future could not be built, e.g. the user's function
+    /// panicked).
     pub(crate) fn item(meta: &'m TaskMeta, future: Result<F, TaskError>) -> Self {
         let (inner, preset) = match future {
             Ok(f) => (Some(f), None),
@@ -101,7 +105,7 @@ impl<'m, F: Future> Guarded<'m, F> {
             preset,
             deadline: None,
             timer: None,
-            own_slot: false,
+            batch_item: true,
             created_ns: meta.pool().counters.sample_start(),
             first_poll_ns: 0,
             finished: false,
@@ -128,15 +132,14 @@ fn finish<F: Future>(
             counters.now_ns().saturating_sub(*this.first_poll_ns),
         );
     }
-    let outcome = match &result {
-        Ok(_) => Outcome::Completed,
-        Err(TaskError::Panicked(_)) => Outcome::Panicked,
-        Err(TaskError::TimedOut) => Outcome::TimedOut,
-        Err(_) => Outcome::Cancelled,
-    };
+    let outcome = Outcome::of(&result);
     #[cfg(feature = "tracing")]
     tracing::trace!(target: "async_rayon", outcome = ?outcome, "task finished");
-    this.meta.unit_finished(outcome, *this.own_slot);
+    #[cfg(not(feature = "tracing"))]
+    let _ = &outcome;
+    if !*this.batch_item {
+        this.meta.unit_finished(outcome);
+    }
     Poll::Ready(result)
 }
 

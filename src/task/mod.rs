@@ -115,15 +115,13 @@ impl TaskMeta {
     }
 
     /// A unit of work of this task finished (life-cycle step 4, after its future was
-    /// dropped): count the outcome, then release its admission slot unless its batch does.
-    /// Called exactly once per admitted unit.
-    pub(crate) fn unit_finished(&self, outcome: Outcome, release_slot: bool) {
+    /// dropped): count the outcome, then release its admission slot. Called exactly once per
+    /// admitted unit that is not a batch item (a batch does both for its items).
+    pub(crate) fn unit_finished(&self, outcome: Outcome) {
         let pool = self.pool();
         pool.counters
             .record(crate::scheduler::current_worker_index(pool), outcome);
-        if release_slot {
-            pool.admission.release();
-        }
+        pool.admission.release();
     }
 }
 
@@ -164,12 +162,8 @@ pub(crate) fn fail_admitted<T>(scope: &Arc<ScopeShared>, err: TaskError) -> Task
     let pool = &scope.pool;
     let worker = crate::scheduler::current_worker_index(pool);
     pool.counters.submitted(worker);
-    let outcome = match err {
-        TaskError::Panicked(_) => Outcome::Panicked,
-        TaskError::TimedOut => Outcome::TimedOut,
-        _ => Outcome::Cancelled,
-    };
-    pool.counters.record(worker, outcome);
+    pool.counters
+        .record(worker, Outcome::of::<()>(&Err(err.clone())));
     pool.admission.release();
     TaskHandle::refused(err)
 }
