@@ -1,30 +1,35 @@
 //! Admission control: the `max_pending` bound and the shutdown gate.
 //!
 //! A task holds one *slot* from the moment it is admitted until its future has been
-//! dropped. Slots live in one atomic word so that "is there room?" and "has shutdown
-//! begun?" are answered together:
+//! dropped. Slots live in one atomic word, so that "is there room?", "has shutdown begun?"
+//! and "is anyone queued in `reserve()`?" are answered together:
 //!
 //! ```text
-//! state: | CLOSED (top bit) | pending count (all other bits) |
+//! state: | CLOSED | WAITERS | pending count (all other bits) |
 //! ```
 //!
 //! # Protocol
 //! 1. **Acquire** (`try_acquire`): CAS `count -> count + 1`, refused if CLOSED is set
-//!    (`Shutdown`), if `count == max` (`Full`), or if `reserve()` callers are queued (`Full`:
-//!    a spawn never jumps the queue of waiters).
-//! 2. **Release** (`release`): if a waiter is queued, the slot is handed to the first one
-//!    directly (the count does not change). Otherwise `count -= 1`; then, if waiters appeared
-//!    meanwhile, grant them whatever slots are free.
-//! 3. **Wait** (`reserve`): take the waiter lock, enqueue, set `has_waiters`, then grant from
-//!    the front while slots are free. Waiters are served first come, first served.
-//! 4. **Close** (`close`): set CLOSED, then wake every waiter with `Shutdown`. From then on
-//!    the count only falls; the release that takes it to zero notifies `wait_idle`.
+//!    (`Shutdown`), if `count == max` (`Full`), or if WAITERS is set (`Full`: a spawn never
+//!    jumps the queue of `reserve()` callers).
+//! 2. **Release** (`release_many`): `fetch_sub` the count. If the previous word had WAITERS,
+//!    take the waiter lock and grant the free slots to the queue's head (step 3's grant).
+//! 3. **Wait** (`reserve`): under the waiter lock, enqueue, set WAITERS, then *grant*: while
+//!    the queue is non-empty and a slot can be taken (a CAS ignoring WAITERS), pop the head and
+//!    mark it granted, still under the lock. WAITERS is cleared, under the lock, whenever the
+//!    queue becomes empty, so the bit is set exactly while someone waits.
+//! 4. **Close** (`close`): set CLOSED; under the lock, fail every waiter with `Shutdown` and
+//!    clear WAITERS. From then on the count only falls; the release that takes it to zero
+//!    notifies `wait_idle`.
 //!
 //! # Races prevented
-//! - *Lost wake-up of a waiter*: a release that decrements (step 2) and a waiter that enqueues
-//!   (step 3) form a store-then-load pair on (`state`, `has_waiters`) in opposite orders; with
-//!   `SeqCst` on all four accesses at least one side sees the other, so either the releaser
-//!   grants the waiter or the waiter takes the slot itself.
+//! - *Lost wake-up of a waiter*: a release and an enqueue meet on the same word. Either the
+//!   release's `fetch_sub` comes first, and the waiter's grant CAS after its WAITERS `fetch_or`
+//!   sees the freed slot; or the WAITERS `fetch_or` comes first, and the release sees the bit
+//!   and grants. (Checked by loom: `loom_admission_waiter_gets_released_slot`.)
+//! - *A slot granted to a dropped waiter*: grants are marked while the lock is held, and a
+//!   dropped `reserve()` future takes the same lock before it looks, so it either removes
+//!   itself from the queue or finds itself granted and gives the slot back.
 //! - *Admitted after shutdown*: CLOSED and the count change in one CAS, so once `close`
 //!   returns no acquire can succeed and `pending() == 0` means no task is left.
 
@@ -32,23 +37,23 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 use std::task::{Context, Poll, Waker};
 
 use crossbeam_utils::CachePadded;
-use parking_lot::Mutex;
 use tokio::sync::Notify;
 
 use crate::error::SpawnError;
+use crate::sync::{AtomicU8, AtomicUsize, Mutex, MutexGuard};
 
 const CLOSED: usize = 1 << (usize::BITS - 1);
-const COUNT_MASK: usize = !CLOSED;
+const WAITERS: usize = 1 << (usize::BITS - 2);
+const COUNT_MASK: usize = !(CLOSED | WAITERS);
 
 pub(crate) struct Admission {
     state: CachePadded<AtomicUsize>,
     /// `max_pending`, or `COUNT_MASK` when unbounded.
     max: usize,
-    has_waiters: AtomicBool,
     waiters: Mutex<VecDeque<Arc<Waiter>>>,
     /// Notified when the count reaches zero after `close`.
     idle: Notify,
@@ -65,6 +70,7 @@ const GRANTED: u8 = 1;
 const SHUT: u8 = 2;
 
 impl Waiter {
+    /// Marks the waiter (call with the queue lock held) and wakes it.
     fn finish(&self, state: u8) {
         self.state.store(state, SeqCst);
         if let Some(w) = self.waker.lock().take() {
@@ -73,12 +79,13 @@ impl Waiter {
     }
 }
 
+type Queue<'a> = MutexGuard<'a, VecDeque<Arc<Waiter>>>;
+
 impl Admission {
     pub(crate) fn new(max_pending: Option<usize>) -> Self {
         Admission {
             state: CachePadded::new(AtomicUsize::new(0)),
             max: max_pending.unwrap_or(COUNT_MASK).min(COUNT_MASK),
-            has_waiters: AtomicBool::new(false),
             waiters: Mutex::new(VecDeque::new()),
             idle: Notify::new(),
         }
@@ -95,28 +102,17 @@ impl Admission {
 
     /// Step 1: take a slot now, or say why not.
     pub(crate) fn try_acquire(&self) -> Result<(), SpawnError> {
-        if self.has_waiters.load(SeqCst) {
-            return match self.is_closed() {
-                true => Err(SpawnError::Shutdown),
-                false => Err(SpawnError::Full),
-            };
-        }
-        self.acquire_raw()
+        self.acquire_raw_n(1, true)
     }
 
-    /// A CAS on the state word, ignoring queued waiters.
-    fn acquire_raw(&self) -> Result<(), SpawnError> {
-        self.acquire_raw_n(1)
-    }
-
-    /// Takes `n` slots in one CAS, or none.
-    fn acquire_raw_n(&self, n: usize) -> Result<(), SpawnError> {
+    /// Takes `n` slots in one CAS, or none. `polite`: refuse while `reserve()` callers wait.
+    fn acquire_raw_n(&self, n: usize, polite: bool) -> Result<(), SpawnError> {
         let mut cur = self.state.load(SeqCst);
         loop {
             if cur & CLOSED != 0 {
                 return Err(SpawnError::Shutdown);
             }
-            if cur + n > self.max {
+            if (polite && cur & WAITERS != 0) || (cur & COUNT_MASK) + n > self.max {
                 return Err(SpawnError::Full);
             }
             match self
@@ -129,27 +125,11 @@ impl Admission {
         }
     }
 
-    /// Step 2: give back one slot. Called exactly once per admitted task, after its future
-    /// has been dropped, and once per permit dropped unspent.
-    pub(crate) fn release(&self) {
-        if self.has_waiters.load(SeqCst) && self.hand_off() {
-            return;
-        }
-        let prev = self.state.fetch_sub(1, SeqCst);
-        debug_assert!(prev & COUNT_MASK > 0, "admission slot released twice");
-        if prev == CLOSED | 1 {
-            self.idle.notify_waiters();
-        }
-        if self.has_waiters.load(SeqCst) {
-            self.grant_free_slots();
-        }
-    }
-
     /// Takes `n` slots, waiting (first come, first served, one slot at a time) when the pool
     /// is full. On `Shutdown`, or if this future is dropped before it finishes, the slots
     /// already taken are given back.
     pub(crate) async fn acquire_many(&self, n: usize) -> Result<(), SpawnError> {
-        if !self.has_waiters.load(SeqCst) && self.acquire_raw_n(n).is_ok() {
+        if self.acquire_raw_n(n, true).is_ok() {
             return Ok(());
         }
         /// Slots taken so far; released unless the whole batch was taken.
@@ -168,51 +148,38 @@ impl Admission {
         Ok(())
     }
 
-    /// Gives back `n` slots: one `fetch_sub` when nobody waits.
+    /// Step 2: give back one slot. Called exactly once per admitted task, after its future
+    /// has been dropped, and once per permit dropped unspent.
+    pub(crate) fn release(&self) {
+        self.release_many(1);
+    }
+
+    /// Step 2 for `n` slots at once.
     pub(crate) fn release_many(&self, n: usize) {
         if n == 0 {
             return;
         }
-        if self.has_waiters.load(SeqCst) {
-            for _ in 0..n {
-                self.release();
-            }
-            return;
-        }
         let prev = self.state.fetch_sub(n, SeqCst);
         debug_assert!(prev & COUNT_MASK >= n, "admission slots released twice");
-        if prev == CLOSED | n {
+        if prev & (CLOSED | COUNT_MASK) == CLOSED | n {
             self.idle.notify_waiters();
         }
-        if self.has_waiters.load(SeqCst) {
-            self.grant_free_slots();
+        if prev & WAITERS != 0 {
+            let mut q = self.waiters.lock();
+            self.grant_locked(&mut q);
         }
     }
 
-    /// Moves this releaser's slot to the first waiter. False if there was none.
-    fn hand_off(&self) -> bool {
-        let mut q = self.waiters.lock();
-        let Some(w) = q.pop_front() else {
-            return false;
-        };
-        self.has_waiters.store(!q.is_empty(), SeqCst);
-        drop(q);
-        w.finish(GRANTED);
-        true
-    }
-
-    fn grant_free_slots(&self) {
-        let mut q = self.waiters.lock();
-        self.grant_locked(&mut q);
-    }
-
-    fn grant_locked(&self, q: &mut VecDeque<Arc<Waiter>>) {
-        while !q.is_empty() && self.acquire_raw().is_ok() {
+    /// Step 3's grant; call with the queue lock held.
+    fn grant_locked(&self, q: &mut Queue<'_>) {
+        while !q.is_empty() && self.acquire_raw_n(1, false).is_ok() {
             if let Some(w) = q.pop_front() {
                 w.finish(GRANTED);
             }
         }
-        self.has_waiters.store(!q.is_empty(), SeqCst);
+        if q.is_empty() {
+            self.state.fetch_and(!WAITERS, SeqCst);
+        }
     }
 
     /// Step 4: refuse every later acquire and fail every queued waiter.
@@ -221,14 +188,11 @@ impl Admission {
         if prev & COUNT_MASK == 0 {
             self.idle.notify_waiters();
         }
-        let drained: Vec<_> = {
-            let mut q = self.waiters.lock();
-            self.has_waiters.store(false, SeqCst);
-            q.drain(..).collect()
-        };
-        for w in drained {
+        let mut q = self.waiters.lock();
+        for w in q.drain(..) {
             w.finish(SHUT);
         }
+        self.state.fetch_and(!WAITERS, SeqCst);
     }
 
     /// Resolves once `close` has been called and every slot has been released.
@@ -247,11 +211,7 @@ impl Admission {
 
     /// Step 3 as a future: resolves with a slot, or `Shutdown`.
     pub(crate) fn acquire(&self) -> Acquire<&Admission> {
-        Acquire {
-            admission: self,
-            waiter: None,
-            done: false,
-        }
+        Acquire::new(self)
     }
 }
 
@@ -266,14 +226,15 @@ impl AdmissionRef for &Admission {
     }
 }
 
-impl AdmissionRef for std::sync::Arc<crate::pool::Shared> {
+impl AdmissionRef for Arc<crate::pool::Shared> {
     fn admission(&self) -> &Admission {
         &self.admission
     }
 }
 
 impl<A: AdmissionRef> Acquire<A> {
-    /// An acquire that owns its way to the admission (for `'static` streams).
+    /// An acquire that reaches its admission through `admission` (owned for `'static`
+    /// streams).
     pub(crate) fn new(admission: A) -> Self {
         Acquire {
             admission,
@@ -321,7 +282,7 @@ impl<A: AdmissionRef + Unpin> Future for Acquire<A> {
                     return Poll::Ready(Err(SpawnError::Shutdown));
                 }
                 q.push_back(w.clone());
-                adm.has_waiters.store(true, SeqCst);
+                adm.state.fetch_or(WAITERS, SeqCst);
                 adm.grant_locked(&mut q);
                 drop(q);
                 this.waiter = Some(w.clone());
@@ -353,9 +314,11 @@ impl<A: AdmissionRef> Drop for Acquire<A> {
         {
             let mut q = adm.waiters.lock();
             q.retain(|x| !Arc::ptr_eq(x, &w));
-            adm.has_waiters.store(!q.is_empty(), SeqCst);
+            if q.is_empty() {
+                adm.state.fetch_and(!WAITERS, SeqCst);
+            }
         }
-        // Granted after our last poll but never observed: pass the slot on.
+        // Granted (under the lock, before we took it) but never observed: pass it on.
         if w.state.load(SeqCst) == GRANTED {
             adm.release();
         }

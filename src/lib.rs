@@ -75,7 +75,11 @@ pub mod progress;
 mod retry;
 mod scheduler;
 mod scope;
+mod sync;
 mod task;
+
+#[cfg(all(test, loom))]
+mod loom_models;
 
 pub use config::{Config, PoolBuilder};
 pub use error::{ConfigError, SpawnError, TaskError};

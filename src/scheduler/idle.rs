@@ -19,9 +19,9 @@
 //! comes second in the single total order sees the other's write, so a task is never left
 //! in a queue with every worker asleep.
 
-use std::sync::atomic::{AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::Ordering::SeqCst;
 
-use parking_lot::Mutex;
+use crate::sync::{AtomicUsize, Mutex};
 
 const SEARCH_MASK: usize = (1 << UNPARK_SHIFT) - 1;
 const UNPARK_SHIFT: usize = 16;

@@ -9,7 +9,7 @@
 //! the pool's own workers goes to that worker's deque; any other wake or spawn goes to the
 //! injector.
 
-mod idle;
+pub(crate) mod idle;
 mod queue;
 mod worker;
 

@@ -44,12 +44,17 @@ impl ScopeShared {
         self.live.fetch_add(1, SeqCst);
     }
 
-    /// `live -= 1`; the `SeqCst` decrement then load of `waiting` pairs with `wait()`'s
-    /// increment of `waiting` then load of `live`, so the last task never misses a waiter.
+    /// `live -= 1`. The decrement, a `SeqCst` fence, then the load of `waiting` pairs with
+    /// `wait()`'s increment of `waiting`, fence, then load of `live`: at least one side sees
+    /// the other, so the last task never misses a waiter. The fence is paid only when `live`
+    /// reaches zero. (Checked by loom: `loom_scope_wait_vs_last_task`.)
     #[inline]
     pub(crate) fn task_finished(&self) {
-        if self.live.fetch_sub(1, SeqCst) == 1 && self.waiting.load(SeqCst) > 0 {
-            self.idle.notify_waiters();
+        if self.live.fetch_sub(1, SeqCst) == 1 {
+            std::sync::atomic::fence(SeqCst);
+            if self.waiting.load(SeqCst) > 0 {
+                self.idle.notify_waiters();
+            }
         }
     }
 
@@ -235,6 +240,7 @@ impl Scope {
             }
         }
         let _leave = Leave(&s.waiting);
+        std::sync::atomic::fence(SeqCst);
         loop {
             let notified = s.idle.notified();
             tokio::pin!(notified);

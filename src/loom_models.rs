@@ -1,0 +1,237 @@
+//! Loom models of the crate's atomic protocols. Run with
+//! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
+//!
+//! The admission controller and the idle/sleep state are the real types (their primitives go
+//! through `crate::sync`). The cancel and scope-wait protocols meet types loom cannot see into
+//! (tokio-util's token, tokio's `Notify`), so their models replay our side of the protocol with
+//! the same orderings and fences as the code they name.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
+use std::task::{Context, Poll};
+
+use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, fence};
+use loom::sync::{Arc, Condvar, Mutex};
+use loom::thread;
+
+use crate::admission::Admission;
+use crate::error::SpawnError;
+use crate::scheduler::idle::Idle;
+
+fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
+    let waker = futures::task::noop_waker();
+    Pin::new(f).poll(&mut Context::from_waker(&waker))
+}
+
+/// Admission: an acquire and release racing `close` leave nothing pending and admit nothing
+/// after close (the closed bit and the count share one CAS).
+#[test]
+fn loom_admission_acquire_release_vs_close() {
+    loom::model(|| {
+        let a = Arc::new(Admission::new(Some(1)));
+        let a1 = a.clone();
+        let t = thread::spawn(move || {
+            if a1.try_acquire().is_ok() {
+                a1.release();
+            }
+        });
+        a.close();
+        assert_eq!(a.try_acquire(), Err(SpawnError::Shutdown));
+        t.join().expect("thread");
+        assert_eq!(a.pending(), 0);
+    });
+}
+
+/// reserve(): a waiter gets the slot a concurrent release frees (no lost wake-up).
+#[test]
+fn loom_admission_waiter_gets_released_slot() {
+    loom::model(|| {
+        let a = Arc::new(Admission::new(Some(1)));
+        a.try_acquire().expect("free slot");
+        let a1 = a.clone();
+        let t = thread::spawn(move || a1.release());
+        assert_eq!(loom::future::block_on(a.acquire()), Ok(()));
+        t.join().expect("thread");
+        assert_eq!(a.pending(), 1);
+    });
+}
+
+/// reserve(): a waiter racing `close` resolves Shutdown rather than waiting forever.
+#[test]
+fn loom_admission_waiter_vs_close() {
+    loom::model(|| {
+        let a = Arc::new(Admission::new(Some(1)));
+        a.try_acquire().expect("free slot");
+        let a1 = a.clone();
+        let t = thread::spawn(move || a1.close());
+        assert_eq!(
+            loom::future::block_on(a.acquire()),
+            Err(SpawnError::Shutdown)
+        );
+        t.join().expect("thread");
+    });
+}
+
+/// reserve(): a waiter dropped while a release hands it the slot gives the slot back.
+#[test]
+fn loom_admission_dropped_waiter_vs_hand_off() {
+    loom::model(|| {
+        let a = Arc::new(Admission::new(Some(1)));
+        a.try_acquire().expect("free slot");
+        let mut waiting = Box::pin(a.acquire());
+        assert!(poll_once(&mut waiting).is_pending());
+        let a1 = a.clone();
+        let t = thread::spawn(move || a1.release());
+        drop(waiting);
+        t.join().expect("thread");
+        assert_eq!(a.pending(), 0, "the slot did not leak");
+    });
+}
+
+/// A token parker like crossbeam's: `unpark` before `park` makes `park` return at once.
+struct Parker {
+    token: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Parker {
+    fn park(&self) {
+        let mut t = self.token.lock().expect("lock");
+        while !*t {
+            t = self.cv.wait(t).expect("wait");
+        }
+        *t = false;
+    }
+    fn unpark(&self) {
+        *self.token.lock().expect("lock") = true;
+        self.cv.notify_one();
+    }
+}
+
+/// Park/unpark against a push (`scheduler/README.md`): the worker's loop and the pusher's
+/// notify, over the real `Idle`. A worker that finds the queue empty and parks is always woken
+/// for a task pushed concurrently (loom reports a deadlock otherwise).
+#[test]
+fn loom_park_vs_push_no_lost_wakeup() {
+    loom::model(|| {
+        let idle = Arc::new(Idle::new(1));
+        let queue = Arc::new(Mutex::new(VecDeque::new()));
+        let parker = Arc::new(Parker {
+            token: Mutex::new(false),
+            cv: Condvar::new(),
+        });
+        let (i2, q2, p2) = (idle.clone(), queue.clone(), parker.clone());
+        let pusher = thread::spawn(move || {
+            q2.lock().expect("lock").push_back(7u32);
+            fence(SeqCst);
+            if i2.worker_to_notify().is_some() {
+                p2.unpark();
+            }
+        });
+        // The worker loop of `worker.rs`, for one worker and one task.
+        let mut searching = false;
+        let got = loop {
+            if let Some(x) = queue.lock().expect("lock").pop_front() {
+                if searching && idle.transition_worker_from_searching() {
+                    // Last searcher: would hand the search on; no other worker here.
+                    let _ = idle.worker_to_notify();
+                }
+                break x;
+            }
+            if !searching {
+                searching = idle.transition_worker_to_searching();
+                if searching {
+                    continue; // look once more as a searcher
+                }
+            }
+            let last = idle.transition_worker_to_parked(0, searching);
+            fence(SeqCst);
+            if last && !queue.lock().expect("lock").is_empty() && idle.worker_to_notify().is_some()
+            {
+                parker.unpark();
+            }
+            parker.park();
+            // Woken by a notifier, which counted this worker as searching.
+            searching = true;
+        };
+        assert_eq!(got, 7);
+        pusher.join().expect("pusher");
+    });
+}
+
+/// Cancel racing a task's first suspension (`TaskMeta::request_cancel` against
+/// `TaskFuture::poll`): the canceller sets the flag then looks for the token; the task creates
+/// its token then looks at the flag; a SeqCst fence sits between the two on each side. Either
+/// the task sees the flag, or the canceller sees (and cancels) the token.
+#[test]
+fn loom_cancel_vs_suspend() {
+    loom::model(|| {
+        let flags = Arc::new(AtomicU8::new(0));
+        let token_created = Arc::new(AtomicBool::new(false));
+        let token_cancelled = Arc::new(AtomicBool::new(false));
+        let (f, tc, tx) = (
+            flags.clone(),
+            token_created.clone(),
+            token_cancelled.clone(),
+        );
+        let canceller = thread::spawn(move || {
+            f.fetch_or(1, SeqCst);
+            fence(SeqCst);
+            if tc.load(Acquire) {
+                tx.store(true, SeqCst);
+            }
+        });
+        token_created.store(true, Release); // OnceLock initialisation
+        fence(SeqCst);
+        let task_saw_flag = flags.load(Acquire) != 0;
+        canceller.join().expect("canceller");
+        assert!(
+            task_saw_flag || token_cancelled.load(SeqCst),
+            "the cancel reached neither the flag check nor the token"
+        );
+    });
+}
+
+/// `Scope::wait` against the last task leaving (`ScopeShared::task_finished`): the waiter
+/// counts itself in `waiting`, fences, registers for a notification, then reads `live`; the
+/// task decrements `live`, fences, then notifies registered waiters if `waiting > 0`. The
+/// waiter never sleeps through the last task. (Without the fences loom finds the waiter
+/// asleep: it models SeqCst accesses more weakly than C++ does, and the fences make the
+/// protocol hold under either reading.)
+#[test]
+fn loom_scope_wait_vs_last_task() {
+    loom::model(|| {
+        let live = Arc::new(AtomicUsize::new(1));
+        let waiting = Arc::new(AtomicUsize::new(0));
+        // A `Notify` with `notify_waiters` semantics: wakes only registered waiters.
+        let notify = Arc::new((Mutex::new((false, false)), Condvar::new())); // (registered, notified)
+        let (l2, w2, n2) = (live.clone(), waiting.clone(), notify.clone());
+        let task = thread::spawn(move || {
+            if l2.fetch_sub(1, SeqCst) == 1 {
+                fence(SeqCst);
+                if w2.load(SeqCst) > 0 {
+                    let mut s = n2.0.lock().expect("lock");
+                    if s.0 {
+                        s.1 = true;
+                        n2.1.notify_all();
+                    }
+                }
+            }
+        });
+        waiting.fetch_add(1, SeqCst);
+        fence(SeqCst);
+        let mut s = notify.0.lock().expect("lock");
+        s.0 = true; // enable(): registered before checking
+        drop(s);
+        if live.load(SeqCst) != 0 {
+            let mut s = notify.0.lock().expect("lock");
+            while !s.1 {
+                s = notify.1.wait(s).expect("wait");
+            }
+        }
+        waiting.fetch_sub(1, SeqCst);
+        task.join().expect("task");
+    });
+}
