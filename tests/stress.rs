@@ -356,7 +356,10 @@ fn chaos_exactly_one_outcome_per_task() {
     let (tally, census, max_seen, took) = run_chaos(n, seed(), false);
     check("chaos", n, tally, &census, max_seen, took);
     assert!(tally.ok > 0 && tally.cancelled > 0 && tally.timed_out > 0 && tally.panicked > 0);
-    assert!(tally.rejected > 0, "bursts over max_pending were rejected");
+    if n > 10 * MAX_PENDING {
+        // Bursts need room to happen (see run_chaos); small runs (e.g. under valgrind) skip them.
+        assert!(tally.rejected > 0, "bursts over max_pending were rejected");
+    }
 }
 
 /// The chaos mix with a shutdown in the middle: nothing is lost.
