@@ -1,6 +1,9 @@
 //! Bulk work on a Scope: batch_process, stream_process (+ ordered, + stream source),
 //! par_map_async and with_retry, as a user calls them.
 
+mod common;
+
+use common::eventually;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
@@ -13,18 +16,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn pool(threads: usize, max_pending: Option<usize>) -> Arc<ThreadPoolInner> {
     ThreadPoolInner::new(threads, max_pending)
-}
-
-/// Polls `cond` until it holds or `deadline` passes.
-fn eventually(deadline: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + deadline;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    cond()
 }
 
 /// An input iterator that counts how many items were pulled from it.

@@ -2,22 +2,14 @@
 //! under a chaos mix, load gauges, utilization, latency, monitoring that stops when told,
 //! and bulk calls counting items.
 
+mod common;
+
+use common::eventually;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use async_rayon::{Config, Scope, TaskError, ThreadPoolInner};
-
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    cond()
-}
 
 fn quiet_panics() {
     std::panic::set_hook(Box::new(|_| {}));

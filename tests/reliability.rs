@@ -4,6 +4,9 @@
 //! Timing tests here serialize on a lock so they do not compete with each other for the
 //! machine's two cores.
 
+mod common;
+
+use common::eventually;
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -55,18 +58,6 @@ fn thread_count() -> usize {
     std::fs::read_dir("/proc/self/task")
         .map(|d| d.count())
         .unwrap_or(0)
-}
-
-/// Polls `cond` until it holds or `limit` passes.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    cond()
 }
 
 /// One pool lifecycle of kind `k`: graceful shutdown, shutdown_timeout with a stuck task, or

@@ -2,24 +2,15 @@
 //! as a user would call it, with real tokio I/O where the point involves I/O. Timing checks
 //! poll with generous deadlines.
 
+mod common;
+
+use common::eventually;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use async_rayon::{Config, Scope, SpawnError, TaskError, TaskHandle, ThreadPoolInner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Polls `cond` until it holds or `limit` passes.
-fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
-    let end = Instant::now() + limit;
-    while Instant::now() < end {
-        if cond() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    cond()
-}
 
 /// Sets its flag when dropped: shows when a task's future is gone.
 struct DropFlag(Arc<AtomicBool>);

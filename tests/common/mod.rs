@@ -37,3 +37,16 @@ pub fn build_example(name: &str) -> PathBuf {
     }
     panic!("cargo did not report an executable for example {name}");
 }
+
+/// Polls `cond` every few milliseconds until it holds or `limit` passes; returns the last
+/// answer. Timing checks use this instead of asserting once.
+pub fn eventually(limit: std::time::Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    cond()
+}
