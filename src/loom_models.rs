@@ -235,3 +235,40 @@ fn loom_scope_wait_vs_last_task() {
         task.join().expect("task");
     });
 }
+
+/// Dropping (cancelling) a scope racing one of its tasks that is about to suspend
+/// (`ScopeShared::cancel` against `TaskMeta::cancel_requested` and `TaskMeta::token`): the scope
+/// sets its flag, then cancels its token, which under the token tree's lock cancels every
+/// child; the task checks the flag, then creates its child token under the same lock (a child
+/// of a cancelled parent starts cancelled, as in tokio-util). The task either sees the flag or
+/// ends up with a cancelled token, so it never sleeps through its scope's end.
+#[test]
+fn loom_scope_drop_vs_task_suspend() {
+    loom::model(|| {
+        // (parent cancelled, child exists, child cancelled): tokio-util's tree node, reduced.
+        let tree = Arc::new(Mutex::new((false, false, false)));
+        let scope_flag = Arc::new(AtomicBool::new(false));
+        let (t2, f2) = (tree.clone(), scope_flag.clone());
+        let dropper = thread::spawn(move || {
+            f2.store(true, SeqCst);
+            let mut t = t2.lock().expect("lock");
+            t.0 = true;
+            if t.1 {
+                t.2 = true;
+            }
+        });
+        let saw_flag = scope_flag.load(Acquire);
+        if !saw_flag {
+            // Suspending: create the child token under the tree's lock.
+            let mut t = tree.lock().expect("lock");
+            t.1 = true;
+            t.2 = t.0;
+        }
+        dropper.join().expect("dropper");
+        let token_cancelled = tree.lock().expect("lock").2;
+        assert!(
+            saw_flag || token_cancelled,
+            "the task missed its scope's cancellation"
+        );
+    });
+}
