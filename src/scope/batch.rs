@@ -278,10 +278,26 @@ impl<R> Drop for CancelOnDrop<R> {
     }
 }
 
-/// An item that suspended, driven by the batch's `FuturesUnordered`.
+/// An item's future in a box that is reused from item to item; the item is polled in place,
+/// so a future that suspends stays where it is and the box moves into [`Suspended`].
+struct Slot<Fut>(Pin<Box<Option<Fut>>>);
+
+impl<Fut: Future> Future for Slot<Fut> {
+    type Output = Fut::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Fut::Output> {
+        match self.0.as_mut().as_pin_mut() {
+            Some(f) => f.poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// An item that suspended, driven by the batch's `FuturesUnordered`: from here on a full
+/// [`Guarded`] unit (cancellation, panic isolation, latency sample).
 struct Suspended<'m, Fut: Future> {
     index: usize,
-    unit: Pin<Box<Guarded<'m, Fut>>>,
+    unit: Guarded<'m, Slot<Fut>>,
 }
 
 impl<'m, Fut: Future> Future for Suspended<'m, Fut> {
@@ -289,7 +305,7 @@ impl<'m, Fut: Future> Future for Suspended<'m, Fut> {
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let index = self.index;
-        self.unit.as_mut().poll(cx).map(|r| (index, r))
+        Pin::new(&mut self.unit).poll(cx).map(|r| (index, r))
     }
 }
 
@@ -308,7 +324,7 @@ pub(crate) struct BatchBody<'m, T, F, Fut: Future> {
     /// until it finishes.
     results: Vec<Result<Fut::Output, TaskError>>,
     /// A finished item's box, reused for the next item.
-    spare: Option<Pin<Box<Guarded<'m, Fut>>>>,
+    spare: Option<Pin<Box<Option<Fut>>>>,
     suspended: FuturesUnordered<Suspended<'m, Fut>>,
     /// Outcomes of finished items not yet added to the pool's counters, by `Outcome::index`.
     tally: [u64; 4],
@@ -366,40 +382,79 @@ where
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let meta = this.meta;
-        // Start every item not started yet, polling each once.
+        // Start every item not started yet, polling each once in place. An item that is done
+        // in that poll (the common case for CPU work) needs none of `Guarded`'s machinery
+        // beyond the panic guard: no timer (the fast path is only taken without
+        // `task_timeout`), no latency sample, and its outcome goes to the batch's tally.
+        let fast = meta.pool().task_timeout.is_none();
         for item in this.items.by_ref() {
             let index = this.results.len();
-            let future = if meta.cancel_requested() {
-                Err(TaskError::Cancelled)
-            } else {
-                catch_unwind(AssertUnwindSafe(|| (this.f)(item)))
-                    .map_err(|p| TaskError::Panicked(panic_message(&*p)))
+            if !fast || meta.cancel_requested() {
+                // The general path: a `Guarded` unit from the first poll.
+                let future = if meta.cancel_requested() {
+                    Err(TaskError::Cancelled)
+                } else {
+                    catch_unwind(AssertUnwindSafe(|| (this.f)(item)))
+                        .map_err(|p| TaskError::Panicked(panic_message(&*p)))
+                        .map(|f| Slot(Box::pin(Some(f))))
+                };
+                let mut unit = Guarded::item(meta, future);
+                match Pin::new(&mut unit).poll(cx) {
+                    Poll::Ready(r) => {
+                        this.tally[Outcome::of(&r).index()] += 1;
+                        this.results.push(r);
+                    }
+                    Poll::Pending => {
+                        this.results.push(Err(TaskError::Cancelled)); // placeholder
+                        this.suspended.push(Suspended { index, unit });
+                    }
+                }
+                continue;
+            }
+            let future = match catch_unwind(AssertUnwindSafe(|| (this.f)(item))) {
+                Ok(f) => f,
+                Err(p) => {
+                    let r = Err(TaskError::Panicked(panic_message(&*p)));
+                    this.tally[Outcome::Panicked.index()] += 1;
+                    this.results.push(r);
+                    continue;
+                }
             };
-            let unit = Guarded::item(meta, future);
-            let mut boxed = match this.spare.take() {
+            let mut slot = match this.spare.take() {
                 Some(mut b) => {
-                    b.set(unit);
+                    b.set(Some(future));
                     b
                 }
-                None => Box::pin(unit),
+                None => Box::pin(Some(future)),
             };
-            match boxed.as_mut().poll(cx) {
-                Poll::Ready(r) => {
-                    this.tally[Outcome::of(&r).index()] += 1;
-                    this.results.push(r);
-                    this.spare = Some(boxed);
-                }
-                Poll::Pending => {
+            let polled = catch_unwind(AssertUnwindSafe(|| match slot.as_mut().as_pin_mut() {
+                Some(f) => f.poll(cx),
+                None => Poll::Pending,
+            }));
+            let result = match polled {
+                Ok(Poll::Pending) => {
                     this.results.push(Err(TaskError::Cancelled)); // placeholder
-                    this.suspended.push(Suspended { index, unit: boxed });
+                    let unit = Guarded::item(meta, Ok(Slot(slot)));
+                    this.suspended.push(Suspended { index, unit });
+                    continue;
                 }
-            }
+                Ok(Poll::Ready(v)) => Ok(v),
+                Err(p) => Err(TaskError::Panicked(panic_message(&*p))),
+            };
+            // Done in one poll: drop the future in place (its `Drop` may panic too).
+            let result = match catch_unwind(AssertUnwindSafe(|| slot.set(None))) {
+                Ok(()) => result,
+                Err(p) => Err(TaskError::Panicked(panic_message(&*p))),
+            };
+            this.tally[Outcome::of(&result).index()] += 1;
+            this.results.push(result);
+            this.spare = Some(slot);
         }
         if meta.cancel_requested() {
             // Suspended items are only polled when woken; poll each once so it finishes.
             let mut finished_now = 0u64;
             for s in this.suspended.iter_mut() {
-                if let Poll::Ready(r) = s.unit.as_mut().poll(cx) {
+                if let Poll::Ready(r) = Pin::new(&mut s.unit).poll(cx) {
                     finished_now += 1;
                     this.tally[Outcome::of(&r).index()] += 1;
                     this.results[s.index] = r;
