@@ -138,6 +138,9 @@ fn finish<F: Future>(
     #[cfg(not(feature = "tracing"))]
     let _ = &outcome;
     if !*this.batch_item {
+        if outcome == Outcome::TimedOut {
+            this.meta.cancel_token_on_timeout();
+        }
         this.meta.unit_finished(outcome);
     }
     Poll::Ready(result)

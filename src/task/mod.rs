@@ -109,6 +109,13 @@ impl TaskMeta {
         }
     }
 
+    /// A task that timed out is cancelled like any other: its token is cancelled too, so
+    /// work tied to `handle.cancellation_token()` stops with it (as for `cancel()` and
+    /// `await_timeout`). Only for whole tasks: a batch item shares its batch's token.
+    pub(crate) fn cancel_token_on_timeout(&self) {
+        self.token().cancel();
+    }
+
     /// Sets the cancel flag without touching the token (the token already fired).
     pub(crate) fn mark_cancelled(&self) {
         self.flags.fetch_or(CANCEL_REQUESTED, Ordering::SeqCst);
