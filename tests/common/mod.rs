@@ -50,3 +50,121 @@ pub fn eventually(limit: std::time::Duration, mut cond: impl FnMut() -> bool) ->
     }
     cond()
 }
+
+// ---------------------------------------------------------------------------------------
+// Helpers for the behaviour suites (spawn, admission, cancel, timeout, panic, shutdown,
+// config, scheduling).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// Sets its flag when dropped: put one inside a task's future to see when the future is
+/// dropped.
+pub struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+/// A guard to move into a future, and the flag it sets when that future is dropped.
+pub fn drop_flag() -> (DropFlag, Arc<AtomicBool>) {
+    let flag = Arc::new(AtomicBool::new(false));
+    (DropFlag(flag.clone()), flag)
+}
+
+/// Async version of [`eventually`]: polls `cond` every few milliseconds with a tokio timer
+/// until it holds or `limit` passes; returns the last answer.
+pub async fn eventually_async(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if cond() {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cond()
+}
+
+/// Busy-spins the calling thread for `d` of wall-clock time.
+pub fn spin_for(d: Duration) {
+    let end = Instant::now() + d;
+    let mut x = 0u64;
+    while Instant::now() < end {
+        x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+    }
+    std::hint::black_box(x);
+}
+
+/// Number of OS threads of this process, from /proc/self/task.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .expect("read /proc/self/task")
+        .count()
+}
+
+/// Starts a loopback TCP echo server on the current tokio runtime; returns its address.
+pub async fn start_echo_server() -> SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback echo server");
+    let addr = listener.local_addr().expect("echo server address");
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                loop {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => {
+                            if sock.write_all(&buf[..n]).await.is_err() {
+                                return;
+                            }
+                        }
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Starts a loopback TCP server that accepts connections and never writes to them. Each
+/// time a client closes its end (the server's read sees EOF or an error), a `()` is sent
+/// on the returned receiver.
+pub async fn start_silent_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedReceiver<()>) {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind loopback silent server");
+    let addr = listener.local_addr().expect("silent server address");
+    let (closed_tx, closed_rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else {
+                return;
+            };
+            let closed_tx = closed_tx.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 256];
+                loop {
+                    match sock.read(&mut buf).await {
+                        Ok(0) | Err(_) => {
+                            let _ = closed_tx.send(());
+                            return;
+                        }
+                        Ok(_) => {}
+                    }
+                }
+            });
+        }
+    });
+    (addr, closed_rx)
+}

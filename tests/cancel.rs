@@ -1,0 +1,428 @@
+//! Cancellation: per task (cancel, await_timeout, token), of detached tasks, per scope
+//! (cancel and drop), at every stage of a task's life.
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use async_rayon::{Config, Scope, TaskError, ThreadPoolInner};
+use common::{drop_flag, eventually_async, start_silent_server};
+use tokio::io::AsyncReadExt;
+use tokio_util::sync::CancellationToken;
+
+fn pool(threads: usize) -> Arc<ThreadPoolInner> {
+    ThreadPoolInner::with_config(Config {
+        num_threads: threads,
+        max_pending: None,
+        enable_work_stealing: true,
+        task_timeout: None,
+    })
+}
+
+/// Resolves `fut` or fails the test after `secs` seconds.
+async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: did not finish within {secs}s"))
+}
+
+/// A task cancelled before it starts never runs; its future is dropped and it resolves Cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_before_start_never_runs() {
+    let pool = pool(1);
+    let scope = Scope::new(pool.clone());
+    // Block the only worker until we say so.
+    let release = Arc::new(AtomicBool::new(false));
+    let blocking = Arc::new(AtomicBool::new(false));
+    let (rel, blk) = (release.clone(), blocking.clone());
+    let blocker = scope.spawn_with_handle(async move {
+        blk.store(true, Ordering::SeqCst);
+        let end = Instant::now() + Duration::from_secs(5);
+        while !rel.load(Ordering::SeqCst) && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    });
+    assert!(
+        eventually_async(Duration::from_secs(2), || blocking.load(Ordering::SeqCst)).await,
+        "blocker never started"
+    );
+
+    let ran = Arc::new(AtomicBool::new(false));
+    let (guard, dropped) = drop_flag();
+    let r = ran.clone();
+    let target = scope.spawn_with_handle(async move {
+        let _guard = guard;
+        r.store(true, Ordering::SeqCst);
+        5
+    });
+    target.cancel();
+    release.store(true, Ordering::SeqCst);
+    assert_eq!(
+        within(2, "cancelled queued task", target).await,
+        Err(TaskError::Cancelled)
+    );
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "future not dropped before handle resolved"
+    );
+    assert!(
+        !ran.load(Ordering::SeqCst),
+        "cancelled-before-start task ran"
+    );
+    assert_eq!(within(2, "blocker", blocker).await, Ok(()));
+}
+
+/// Cancelling a task suspended on a long sleep resolves Cancelled promptly, after dropping its future.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_suspended_sleep_is_prompt() {
+    let pool = pool(2);
+    let scope = Scope::new(pool.clone());
+    let started = Arc::new(AtomicBool::new(false));
+    let (guard, dropped) = drop_flag();
+    let s = started.clone();
+    let h = scope.spawn_with_handle(async move {
+        let _guard = guard;
+        s.store(true, Ordering::SeqCst);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+        "woke up"
+    });
+    assert!(eventually_async(Duration::from_secs(2), || started.load(Ordering::SeqCst)).await);
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!h.is_finished());
+    let t = Instant::now();
+    h.cancel();
+    let res = within(2, "cancelled sleeper", h).await;
+    // Checked before anything else can run: the future was dropped before the handle resolved.
+    let was_dropped = dropped.load(Ordering::SeqCst);
+    let took = t.elapsed();
+    assert_eq!(res, Err(TaskError::Cancelled));
+    assert!(was_dropped, "handle resolved before the future was dropped");
+    assert!(took < Duration::from_millis(500), "cancel took {took:?}");
+}
+
+/// Cancelling a task suspended on a TCP read that never arrives resolves Cancelled promptly
+/// and closes its socket (the future, and the connection it owns, are dropped).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_suspended_tcp_read_is_prompt() {
+    let (addr, mut closed) = start_silent_server().await;
+    let pool = pool(2);
+    let scope = Scope::new(pool.clone());
+    let connected = Arc::new(AtomicBool::new(false));
+    let (guard, dropped) = drop_flag();
+    let c = connected.clone();
+    let h = scope.spawn_with_handle(async move {
+        let _guard = guard;
+        let mut conn = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        c.store(true, Ordering::SeqCst);
+        let mut buf = [0u8; 16];
+        conn.read(&mut buf).await.expect("read")
+    });
+    assert!(
+        eventually_async(Duration::from_secs(2), || connected.load(Ordering::SeqCst)).await,
+        "task never connected"
+    );
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !h.is_finished(),
+        "read returned although the server never writes"
+    );
+    let t = Instant::now();
+    h.cancel();
+    let res = within(2, "cancelled reader", h).await;
+    let was_dropped = dropped.load(Ordering::SeqCst);
+    let took = t.elapsed();
+    assert_eq!(res, Err(TaskError::Cancelled));
+    assert!(was_dropped, "handle resolved before the future was dropped");
+    assert!(took < Duration::from_millis(500), "cancel took {took:?}");
+    within(2, "server sees the connection closed", closed.recv())
+        .await
+        .expect("silent server alive");
+}
+
+/// A task cancelled in the middle of a (blocking) poll is dropped when that poll returns.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_mid_poll_takes_effect_when_poll_returns() {
+    let pool = pool(2);
+    let scope = Scope::new(pool.clone());
+    let in_poll = Arc::new(AtomicBool::new(false));
+    let (guard, dropped) = drop_flag();
+    let p = in_poll.clone();
+    let h = scope.spawn_with_handle(async move {
+        let _guard = guard;
+        p.store(true, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(300));
+        std::future::pending::<()>().await;
+    });
+    assert!(eventually_async(Duration::from_secs(2), || in_poll.load(Ordering::SeqCst)).await);
+    h.cancel();
+    let res = within(3, "task cancelled mid-poll", h).await;
+    assert_eq!(res, Err(TaskError::Cancelled));
+    assert!(dropped.load(Ordering::SeqCst));
+}
+
+/// Cancelling a task that already finished keeps its value.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_after_finish_keeps_value() {
+    let pool = pool(2);
+    let scope = Scope::new(pool.clone());
+    let h = scope.spawn_with_handle(async { 77 });
+    assert!(
+        eventually_async(Duration::from_secs(2), || h.is_finished()).await,
+        "quick task never finished"
+    );
+    h.cancel();
+    h.cancel();
+    assert_eq!(within(2, "finished task", h).await, Ok(77));
+}
+
+/// Cancelling twice, or cancelling then awaiting later, still resolves exactly once as Cancelled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_is_idempotent() {
+    let pool = pool(2);
+    let scope = Scope::new(pool.clone());
+    let h = scope.spawn_with_handle(std::future::pending::<u8>());
+    h.cancel();
+    h.cancel();
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    h.cancel();
+    assert_eq!(
+        within(2, "cancelled task", h).await,
+        Err(TaskError::Cancelled)
+    );
+}
+
+/// await_timeout waits at most d, then cancels the task (future dropped) and yields TimedOut.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn await_timeout_times_out_and_cancels() {
+    let pool = pool(2);
+    let scope = Scope::new(pool.clone());
+    let (guard, dropped) = drop_flag();
+    let h = scope.spawn_with_handle(async move {
+        let _guard = guard;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    let token = h.cancellation_token();
+    let t = Instant::now();
+    let res = within(
+        2,
+        "await_timeout",
+        h.await_timeout(Duration::from_millis(100)),
+    )
+    .await;
+    let took = t.elapsed();
+    let was_dropped = dropped.load(Ordering::SeqCst);
+    assert_eq!(res, Err(TaskError::TimedOut));
+    assert!(
+        took >= Duration::from_millis(90),
+        "returned early: {took:?}"
+    );
+    assert!(
+        took < Duration::from_millis(800),
+        "took {took:?} for a 100ms timeout"
+    );
+    assert!(
+        was_dropped,
+        "TimedOut reported before the future was dropped"
+    );
+    assert!(token.is_cancelled(), "timed-out task's token not cancelled");
+}
+
+/// await_timeout returns the value when the task finishes in time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn await_timeout_returns_value_in_time() {
+    let pool = pool(2);
+    let scope = Scope::new(pool.clone());
+    let h = scope.spawn_with_handle(async {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        "done"
+    });
+    assert_eq!(h.await_timeout(Duration::from_secs(2)).await, Ok("done"));
+}
+
+/// await_timeout also works from a plain thread through the pool's block_on.
+#[test]
+fn await_timeout_from_block_on() {
+    let pool = pool(1);
+    let scope = Scope::new(pool.clone());
+    let h = scope.spawn_with_handle(std::future::pending::<()>());
+    let t = Instant::now();
+    let res = pool.block_on(h.await_timeout(Duration::from_millis(50)));
+    assert_eq!(res, Err(TaskError::TimedOut));
+    assert!(
+        t.elapsed() < Duration::from_secs(1),
+        "took {:?}",
+        t.elapsed()
+    );
+}
+
+/// The task's cancellation token is not cancelled while it runs and is cancelled after cancel().
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancellation_token_follows_cancel() {
+    let pool = pool(2);
+    let scope = Scope::new(pool.clone());
+    let h = scope.spawn_with_handle(std::future::pending::<()>());
+    let token = h.cancellation_token();
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    assert!(!token.is_cancelled());
+    h.cancel();
+    assert!(
+        token.is_cancelled(),
+        "token not cancelled right after cancel()"
+    );
+    within(1, "token.cancelled()", token.cancelled()).await;
+    assert_eq!(
+        within(2, "cancelled task", h).await,
+        Err(TaskError::Cancelled)
+    );
+}
+
+/// The task token is a child of its scope's: scope.cancel() cancels it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_cancel_cancels_task_tokens() {
+    let pool = pool(2);
+    let scope = Scope::new(pool.clone());
+    let h = scope.spawn_with_handle(std::future::pending::<()>());
+    let token = h.cancellation_token();
+    scope.cancel();
+    within(1, "task token cancelled by scope", token.cancelled()).await;
+    assert_eq!(within(2, "task", h).await, Err(TaskError::Cancelled));
+}
+
+/// Dropping a handle detaches the task: it keeps running to the end and scope.wait waits for it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_handle_detaches_and_scope_wait_waits() {
+    let pool = pool(2);
+    let scope = Scope::new(pool.clone());
+    let done = Arc::new(AtomicUsize::new(0));
+    for _ in 0..3 {
+        let d = done.clone();
+        let h = scope.spawn_with_handle(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            d.fetch_add(1, Ordering::SeqCst);
+        });
+        drop(h);
+    }
+    let t = Instant::now();
+    within(3, "scope.wait", scope.wait()).await;
+    assert_eq!(
+        done.load(Ordering::SeqCst),
+        3,
+        "wait returned before detached tasks finished"
+    );
+    assert!(
+        t.elapsed() >= Duration::from_millis(150),
+        "wait returned after {:?}",
+        t.elapsed()
+    );
+    // With nothing left, wait returns at once.
+    within(1, "idle scope.wait", scope.wait()).await;
+}
+
+/// scope.cancel() cancels that scope's tasks (detached ones included) and no others.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scope_cancel_only_affects_its_own_tasks() {
+    let pool = pool(2);
+    let a = Scope::new(pool.clone());
+    let b = Scope::new(pool.clone());
+    let mut a_handles = Vec::new();
+    let mut a_flags = Vec::new();
+    for _ in 0..3 {
+        let (guard, flag) = drop_flag();
+        a_flags.push(flag);
+        a_handles.push(a.spawn_with_handle(async move {
+            let _guard = guard;
+            tokio::time::sleep(Duration::from_secs(3600)).await;
+            1
+        }));
+    }
+    let (det_guard, det_flag) = drop_flag();
+    drop(a.spawn_with_handle(async move {
+        let _guard = det_guard;
+        std::future::pending::<()>().await;
+    }));
+    let b_gate = CancellationToken::new();
+    let g = b_gate.clone();
+    let b_handle = b.spawn_with_handle(async move {
+        g.cancelled().await;
+        2
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    a.cancel();
+    let t = Instant::now();
+    within(2, "scope a wait after cancel", a.wait()).await;
+    assert!(
+        t.elapsed() < Duration::from_millis(500),
+        "wait took {:?}",
+        t.elapsed()
+    );
+    for r in a.join_handles(a_handles).await {
+        assert_eq!(r, Err(TaskError::Cancelled));
+    }
+    for f in &a_flags {
+        assert!(f.load(Ordering::SeqCst));
+    }
+    assert!(
+        det_flag.load(Ordering::SeqCst),
+        "detached task of the cancelled scope not dropped"
+    );
+
+    // Scope b's task is untouched.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert!(
+        !b_handle.is_finished(),
+        "task of another scope was cancelled"
+    );
+    b_gate.cancel();
+    assert_eq!(within(2, "scope b task", b_handle).await, Ok(2));
+    let c = b.spawn_with_handle(async { 3 });
+    assert_eq!(within(2, "new task on scope b", c).await, Ok(3));
+}
+
+/// Dropping a Scope cancels its unfinished tasks without waiting for them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_scope_cancels_its_tasks() {
+    let pool = pool(2);
+    let scope = Scope::new(pool.clone());
+    let other = Scope::new(pool.clone());
+    let (guard, dropped) = drop_flag();
+    let h = scope.spawn_with_handle(async move {
+        let _guard = guard;
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    let (det_guard, det_dropped) = drop_flag();
+    drop(scope.spawn_with_handle(async move {
+        let _guard = det_guard;
+        std::future::pending::<()>().await;
+    }));
+    let survivor = other.spawn_with_handle(async {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        "survived"
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+
+    let t = Instant::now();
+    drop(scope);
+    assert!(
+        t.elapsed() < Duration::from_millis(100),
+        "dropping the scope waited: {:?}",
+        t.elapsed()
+    );
+    assert_eq!(
+        within(2, "task of dropped scope", h).await,
+        Err(TaskError::Cancelled)
+    );
+    assert!(dropped.load(Ordering::SeqCst));
+    assert!(
+        eventually_async(Duration::from_secs(2), || det_dropped
+            .load(Ordering::SeqCst))
+        .await,
+        "detached task of the dropped scope was not dropped"
+    );
+    assert_eq!(
+        within(2, "task of other scope", survivor).await,
+        Ok("survived")
+    );
+}
