@@ -72,6 +72,7 @@ mod monitor;
 mod pool;
 #[cfg(feature = "progress")]
 pub mod progress;
+mod rand;
 mod retry;
 mod scheduler;
 mod scope;

@@ -5,7 +5,6 @@
 //! admission slot while it backs off, and counts each retry in the pool's metrics when it runs
 //! on a pool worker.
 
-use std::cell::Cell;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -85,7 +84,7 @@ impl RetryPolicy {
     fn wait(&self, retry: u32) -> Duration {
         let d = self.backoff(retry);
         if self.jitter {
-            d / 2 + d.mul_f64(next_unit() / 2.0)
+            d / 2 + d.mul_f64(crate::rand::next_unit() / 2.0)
         } else {
             d
         }
@@ -179,27 +178,6 @@ impl<V, E> std::fmt::Debug for RetryFuture<V, E> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RetryFuture").finish_non_exhaustive()
     }
-}
-
-/// A uniform number in `[0, 1)` from a per-thread xorshift (jitter needs no strong random).
-fn next_unit() -> f64 {
-    thread_local! {
-        static STATE: Cell<u64> = const { Cell::new(0) };
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        if x == 0 {
-            // Distinct per thread; no clock or OS entropy needed for jitter.
-            static THREADS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
-            let n = THREADS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            x = n.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ (std::ptr::from_ref(s).addr() as u64) | 1;
-        }
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        s.set(x);
-        (x >> 11) as f64 / (1u64 << 53) as f64
-    })
 }
 
 #[cfg(test)]

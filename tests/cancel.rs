@@ -7,26 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use async_rayon::{Config, Scope, TaskError, ThreadPoolInner};
-use common::{drop_flag, eventually_async, start_silent_server};
+use async_rayon::{Scope, TaskError};
+use common::{drop_flag, eventually_async, pool, start_silent_server, within};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
-
-fn pool(threads: usize) -> Arc<ThreadPoolInner> {
-    ThreadPoolInner::with_config(Config {
-        num_threads: threads,
-        max_pending: None,
-        enable_work_stealing: true,
-        task_timeout: None,
-    })
-}
-
-/// Resolves `fut` or fails the test after `secs` seconds.
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: did not finish within {secs}s"))
-}
 
 /// A task cancelled before it starts never runs; its future is dropped and it resolves Cancelled.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -7,23 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use async_rayon::{Config, Scope, TaskError, ThreadPoolInner};
-use common::{drop_flag, eventually_async};
-
-fn pool(threads: usize) -> Arc<ThreadPoolInner> {
-    ThreadPoolInner::with_config(Config {
-        num_threads: threads,
-        max_pending: None,
-        enable_work_stealing: true,
-        task_timeout: None,
-    })
-}
-
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: did not finish within {secs}s"))
-}
+use async_rayon::{Scope, TaskError};
+use common::{drop_flag, eventually_async, pool, within};
 
 fn panic_message<T: std::fmt::Debug>(res: Result<T, TaskError>) -> String {
     match res {

@@ -7,23 +7,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use async_rayon::{Config, Scope, TaskError, ThreadPoolInner};
-use common::{drop_flag, eventually, eventually_async, thread_count};
-
-fn pool(threads: usize) -> Arc<ThreadPoolInner> {
-    ThreadPoolInner::with_config(Config {
-        num_threads: threads,
-        max_pending: None,
-        enable_work_stealing: true,
-        task_timeout: None,
-    })
-}
-
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: did not finish within {secs}s"))
-}
+use async_rayon::{Scope, TaskError, ThreadPoolInner};
+use common::{drop_flag, eventually, eventually_async, pool, thread_count, within};
 
 /// shutdown() waits for every admitted task, detached ones included, to finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

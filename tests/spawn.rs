@@ -9,18 +9,9 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
-use async_rayon::{Config, Scope, TaskError, TaskHandle, ThreadPoolInner};
-use common::{eventually_async, start_echo_server};
+use async_rayon::{Scope, TaskError, TaskHandle, ThreadPoolInner};
+use common::{eventually_async, pool, start_echo_server};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn pool(threads: usize) -> Arc<ThreadPoolInner> {
-    ThreadPoolInner::with_config(Config {
-        num_threads: threads,
-        max_pending: None,
-        enable_work_stealing: true,
-        task_timeout: None,
-    })
-}
 
 /// A spawned future's output comes back through its handle (sync test driving the pool's block_on).
 #[test]

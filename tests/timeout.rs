@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_rayon::{Config, Scope, TaskError, ThreadPoolInner};
-use common::{drop_flag, eventually_async, start_silent_server};
+use common::{drop_flag, eventually_async, start_silent_server, within};
 use tokio::io::AsyncReadExt;
 
 fn pool_with_timeout(threads: usize, timeout: Duration) -> Arc<ThreadPoolInner> {
@@ -18,12 +18,6 @@ fn pool_with_timeout(threads: usize, timeout: Duration) -> Arc<ThreadPoolInner> 
         enable_work_stealing: true,
         task_timeout: Some(timeout),
     })
-}
-
-async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(secs), fut)
-        .await
-        .unwrap_or_else(|_| panic!("{what}: did not finish within {secs}s"))
 }
 
 /// A task that runs past task_timeout resolves TimedOut, after its future was dropped.

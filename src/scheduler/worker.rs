@@ -33,6 +33,10 @@ struct WorkerContext {
 }
 
 thread_local! {
+    /// Set once when a worker thread starts. A thread is a worker of at most one pool for its
+    /// whole life, which is what lets `schedule` decide "local or injector" by comparing the
+    /// task's pool with this context's, and lets the counters use its index as the row only
+    /// this thread writes.
     static CURRENT: OnceCell<WorkerContext> = const { OnceCell::new() };
 }
 
@@ -182,7 +186,7 @@ impl WorkerContext {
                 Steal::Empty => {}
             }
             if sched.stealing && n > 1 {
-                let start = next_random(n);
+                let start = crate::rand::next_below(n);
                 for k in 0..n {
                     let j = (start + k) % n;
                     if j == self.index {
@@ -232,22 +236,4 @@ impl WorkerContext {
         }
         self.pool.sched.drain_here();
     }
-}
-
-/// A cheap per-thread xorshift, to spread steal attempts over peers.
-fn next_random(n: usize) -> usize {
-    thread_local! {
-        static STATE: Cell<u32> = const { Cell::new(0) };
-    }
-    STATE.with(|s| {
-        let mut x = s.get();
-        if x == 0 {
-            x = (std::ptr::from_ref(s).addr() as u32) | 1;
-        }
-        x ^= x << 13;
-        x ^= x >> 17;
-        x ^= x << 5;
-        s.set(x);
-        x as usize % n
-    })
 }

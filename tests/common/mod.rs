@@ -168,3 +168,20 @@ pub async fn start_silent_server() -> (SocketAddr, tokio::sync::mpsc::UnboundedR
     });
     (addr, closed_rx)
 }
+
+/// A pool of `threads` workers with no admission bound, stealing on, no task timeout.
+pub fn pool(threads: usize) -> std::sync::Arc<async_rayon::ThreadPoolInner> {
+    async_rayon::ThreadPoolInner::with_config(async_rayon::Config {
+        num_threads: threads,
+        max_pending: None,
+        enable_work_stealing: true,
+        task_timeout: None,
+    })
+}
+
+/// Resolves `fut` or fails the test after `secs` seconds.
+pub async fn within<F: std::future::Future>(secs: u64, what: &str, fut: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(secs), fut)
+        .await
+        .unwrap_or_else(|_| panic!("{what}: did not finish within {secs}s"))
+}
