@@ -1,10 +1,13 @@
 //! `batch_process` and `par_map_async`: many items, one pool task per batch.
 //!
 //! The caller cuts the items into batches and runs each batch as one *carrier* task
-//! ([`BatchBody`]) that drives its items' futures concurrently, each item a
-//! [`Guarded`](crate::task::Guarded) unit with its own outcome, timeout and panic isolation.
-//! No task is allocated per item: an item whose future finishes in its first poll reuses one
-//! box per batch; only items that suspend get a node in the batch's `FuturesUnordered`.
+//! ([`BatchBody`]) that drives its items' futures concurrently, each item a unit with its
+//! own outcome, timeout and panic isolation. No task is allocated per item: an item whose
+//! future finishes in its first poll reuses one box per batch and skips the rest of
+//! [`Guarded`](crate::task::Guarded); only items that suspend become `Guarded` units with a
+//! node in the batch's `FuturesUnordered`. Each batch writes its results straight into its
+//! range of the final vector ([`Output`]), so no result is copied after it is made.
+//! `par_map_async` builds each batch's futures just before the batch is spawned.
 //!
 //! # Admission
 //! A batch takes one slot per item, in one CAS when there is room, before its task is
@@ -21,6 +24,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use super::Scope;
+use super::output::{OutRange, Output};
 use crate::error::TaskError;
 use crate::metrics::Outcome;
 use crate::task::{self, Guarded, TaskHandle, TaskMeta, panic_message};
@@ -155,73 +159,27 @@ impl Scope {
         );
         let items: Vec<T> = items.into_iter().collect();
         let n = items.len();
-        if n == 0 {
-            return Vec::new();
-        }
-        let pool = &self.shared.pool;
-        let max_pending = self.pool.max_pending();
-        let size = match options.batch_size {
-            Some(s) => s.min(max_pending.unwrap_or(usize::MAX)),
-            None => auto_batch_size(n, self.pool.num_threads(), concurrent, max_pending),
-        };
-
-        let f = Arc::new(f);
-        // One entry per batch, in input order; filled as batches finish, flattened at the end.
-        let mut batches: Vec<Option<Vec<Result<R, TaskError>>>> = Vec::new();
-        let mut in_flight = CancelOnDrop(FuturesUnordered::new());
+        let size = self.batch_size(n, concurrent, options.batch_size);
         let mut items = items.into_iter();
-        let mut offset = 0;
-        let mut refused: Option<TaskError> = None;
-        loop {
-            while in_flight.0.len() < concurrent && offset < n {
-                let len = size.min(n - offset);
-                let chunk: Vec<T> = items.by_ref().take(len).collect();
-                if refused.is_none()
-                    && let Err(e) = pool.admission.acquire_many(len).await
-                {
-                    refused = Some(e.into());
-                }
-                let batch_index = batches.len();
-                batches.push(None);
-                if let Some(err) = &refused {
-                    batches[batch_index] = Some((0..len).map(|_| Err(err.clone())).collect());
-                } else {
-                    pool.counters
-                        .submitted_n(crate::scheduler::current_worker_index(pool), len as u64);
-                    let f = f.clone();
-                    let handle =
-                        task::spawn_task(&self.shared, move |meta| BatchBody::new(meta, chunk, f));
-                    in_flight.0.push(Batch {
-                        index: batch_index,
-                        len,
-                        handle,
-                    });
-                }
-                offset += len;
-            }
-            let Some((index, len, done)) = in_flight.0.next().await else {
-                break;
-            };
-            batches[index] = Some(match done {
-                Ok(results) => results,
-                // Only if the batch's own code failed; every item error is inside `Ok`.
-                Err(e) => (0..len).map(|_| Err(e.clone())).collect(),
-            });
-        }
-        let mut out = Vec::with_capacity(n);
-        for batch in batches {
-            out.extend(batch.unwrap_or_default());
-        }
-        out
+        self.run_batches(
+            n,
+            size,
+            concurrent,
+            |len| items.by_ref().take(len).collect(),
+            f,
+        )
+        .await
     }
 
     /// Runs `f` on every element of `items` concurrently on the pool and returns the results
     /// in input order: the async counterpart of rayon's `par_iter().map()`.
     ///
     /// `f` is called on the calling thread to build each item's future (so the future must
-    /// own what it needs: it is `'static`); the futures run in batches as in
-    /// [`batch_process`](Self::batch_process), with one batch in flight per worker and one
-    /// spare.
+    /// own what it needs: it is `'static`), one batch at a time, just before the batch is
+    /// spawned: at most a few batches of futures exist at once, however long `items` is.
+    /// The futures run in batches as in [`batch_process`](Self::batch_process), with one
+    /// batch in flight per worker and one spare. A panic in `f` propagates to the caller
+    /// (and cancels the batches in flight), as in an iterator's `map`.
     ///
     /// ```
     /// use async_rayon::{Config, Scope, ThreadPoolInner};
@@ -240,37 +198,131 @@ impl Scope {
         Fut: Future<Output = R> + Send + 'static,
         R: Send + 'static,
     {
-        let futures: Vec<Fut> = items.iter().map(f).collect();
         let concurrent = self.pool.num_threads() + 1;
-        self.batch_process_with(
-            futures,
-            BatchOptions::new(concurrent),
+        let size = self.batch_size(items.len(), concurrent, None);
+        let mut rest = items;
+        let next_chunk = |len: usize| {
+            let (chunk, tail) = rest.split_at(len);
+            rest = tail;
+            chunk.iter().map(&f).collect()
+        };
+        self.run_batches(
+            items.len(),
+            size,
+            concurrent,
+            next_chunk,
             std::convert::identity,
         )
         .await
     }
+
+    /// Items per batch: `requested` (capped at `max_pending`), or chosen by
+    /// [`auto_batch_size`].
+    fn batch_size(&self, n: usize, concurrent: usize, requested: Option<usize>) -> usize {
+        let max_pending = self.pool.max_pending();
+        match requested {
+            Some(s) => s.min(max_pending.unwrap_or(usize::MAX)),
+            None => auto_batch_size(n, self.pool.num_threads(), concurrent, max_pending),
+        }
+    }
+
+    /// The engine of the bulk calls: `n` items cut into batches of `size`, at most
+    /// `concurrent` batches in flight, each one pool task ([`BatchBody`]) applying `f` to the
+    /// items `next_chunk(len)` gives it and writing their results into its range of the
+    /// output ([`Output`]). `next_chunk` is called on the caller's thread, in order, once
+    /// per batch, just before the batch is admitted.
+    async fn run_batches<X, F, Fut>(
+        &self,
+        n: usize,
+        size: usize,
+        concurrent: usize,
+        mut next_chunk: impl FnMut(usize) -> Vec<X>,
+        f: F,
+    ) -> Vec<Result<Fut::Output, TaskError>>
+    where
+        X: Send + 'static,
+        F: Fn(X) -> Fut + Send + Sync + 'static,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        if n == 0 {
+            return Vec::new();
+        }
+        let pool = &self.shared.pool;
+        let f = Arc::new(f);
+        let out = Output::new(n);
+        let mut in_flight = CancelOnDrop(FuturesUnordered::new());
+        // Batches whose task failed as a whole (only if this crate's own code panicked;
+        // every item error is written by the batch itself): `(start, len, error)`.
+        let mut failed = Vec::new();
+        let mut offset = 0;
+        loop {
+            while in_flight.0.len() < concurrent && offset < n {
+                let len = size.min(n - offset);
+                let mut range = out.range(len);
+                if let Err(e) = pool.admission.acquire_many(len).await {
+                    // Shutdown began: this and every later item is refused, never started.
+                    range.fill(&e.into());
+                    drop(range);
+                    out.range(n - offset - len).fill(&e.into());
+                    offset = n;
+                    break;
+                }
+                pool.counters
+                    .submitted_n(crate::scheduler::current_worker_index(pool), len as u64);
+                let (chunk, f) = (next_chunk(len), f.clone());
+                let handle = task::spawn_task(&self.shared, move |meta| {
+                    BatchBody::new(meta, chunk, f, range)
+                });
+                in_flight.0.push(Batch {
+                    start: offset,
+                    len,
+                    handle,
+                });
+                offset += len;
+            }
+            let Some((start, len, done)) = in_flight.0.next().await else {
+                break;
+            };
+            if let Err(e) = done {
+                failed.push((start, len, e));
+            }
+        }
+        // Every range was handed out and every batch task has finished, and a task's body
+        // (holding its range) is dropped before its handle resolves.
+        let mut results = match out.into_vec() {
+            Ok(v) => v,
+            Err(_) => unreachable!("run_batches: a batch outlived its handle"),
+        };
+        for (start, len, e) in failed {
+            for slot in &mut results[start..start + len] {
+                *slot = Err(e.clone());
+            }
+        }
+        results
+    }
 }
 
-/// A batch in flight: its place among the batches, its size, and its task.
-struct Batch<R> {
-    index: usize,
+/// A batch in flight: where its range starts, its size, and its task.
+struct Batch {
+    start: usize,
     len: usize,
-    handle: TaskHandle<Vec<Result<R, TaskError>>>,
+    handle: TaskHandle<()>,
 }
 
-impl<R> Future for Batch<R> {
-    type Output = (usize, usize, Result<Vec<Result<R, TaskError>>, TaskError>);
+impl Future for Batch {
+    type Output = (usize, usize, Result<(), TaskError>);
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (index, len) = (self.index, self.len);
-        Pin::new(&mut self.handle).poll(cx).map(|r| (index, len, r))
+        let (start, len) = (self.start, self.len);
+        Pin::new(&mut self.handle).poll(cx).map(|r| (start, len, r))
     }
 }
 
 /// Cancels every batch still in flight when the caller's future is dropped.
-struct CancelOnDrop<R>(FuturesUnordered<Batch<R>>);
+struct CancelOnDrop(FuturesUnordered<Batch>);
 
-impl<R> Drop for CancelOnDrop<R> {
+impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         for b in self.0.iter() {
             b.handle.cancel();
@@ -313,16 +365,17 @@ impl<'m, Fut: Future> Future for Suspended<'m, Fut> {
 /// drives the items that suspended. Finishes when every item has; on cancellation, polls
 /// every suspended item once so that it sees the cancel and finishes as `Cancelled`.
 ///
-/// Exactly once per item, in this order: its outcome is counted (in `tally`, flushed to the
-/// pool's counters when the batch finishes or is dropped), then its slot is released (all of
-/// the batch's slots at once, after the flush).
+/// Exactly once per item, in this order: its result is written to the batch's range of the
+/// output, its outcome is counted (in `tally`, flushed to the pool's counters when the batch
+/// finishes or is dropped), then its slot is released (all of the batch's slots at once,
+/// after the flush).
 pub(crate) struct BatchBody<'m, T, F, Fut: Future> {
     meta: &'m TaskMeta,
     items: std::vec::IntoIter<T>,
     f: Arc<F>,
-    /// One entry per started item, in input order; a suspended item's entry is a placeholder
-    /// until it finishes.
-    results: Vec<Result<Fut::Output, TaskError>>,
+    /// One slot per item, in input order, written as items start; a suspended item's slot
+    /// holds a placeholder until it finishes.
+    out: OutRange<Fut::Output>,
     /// A finished item's box, reused for the next item.
     spare: Option<Pin<Box<Option<Fut>>>>,
     suspended: FuturesUnordered<Suspended<'m, Fut>>,
@@ -341,18 +394,95 @@ where
     F: Fn(T) -> Fut,
     Fut: Future,
 {
-    fn new(meta: &'m TaskMeta, chunk: Vec<T>, f: Arc<F>) -> Self {
+    fn new(meta: &'m TaskMeta, chunk: Vec<T>, f: Arc<F>, out: OutRange<Fut::Output>) -> Self {
         let n = chunk.len();
         BatchBody {
             meta,
             items: chunk.into_iter(),
             f,
-            results: Vec::with_capacity(n),
+            out,
             spare: None,
             suspended: FuturesUnordered::new(),
             tally: [0; 4],
             slots: n,
         }
+    }
+
+    /// Writes a finished item's result (`index`: a suspended item's slot; `None`: the next
+    /// slot) and tallies its outcome.
+    #[inline(always)]
+    fn finished(&mut self, index: Option<usize>, result: Result<Fut::Output, TaskError>) {
+        self.tally[Outcome::of(&result).index()] += 1;
+        match index {
+            None => self.out.push(result),
+            Some(i) => self.out.set(i, result),
+        }
+    }
+
+    /// The general path for one item, used when the fast path does not apply (a
+    /// `task_timeout` is set, or the batch is cancelled): a [`Guarded`] unit from its first
+    /// poll.
+    fn start_guarded(&mut self, item: T, cx: &mut Context<'_>) {
+        let meta = self.meta;
+        let future = if meta.cancel_requested() {
+            Err(TaskError::Cancelled)
+        } else {
+            catch_unwind(AssertUnwindSafe(|| (self.f)(item)))
+                .map_err(|p| TaskError::Panicked(panic_message(&*p)))
+                .map(|f| Slot(Box::pin(Some(f))))
+        };
+        let mut unit = Guarded::item(meta, future);
+        match Pin::new(&mut unit).poll(cx) {
+            Poll::Ready(r) => self.finished(None, r),
+            Poll::Pending => self.suspend(unit),
+        }
+    }
+
+    /// Parks an item that returned `Pending` in its first poll: a placeholder in its slot,
+    /// and the unit in `suspended`.
+    fn suspend(&mut self, unit: Guarded<'m, Slot<Fut>>) {
+        let index = self.out.written();
+        self.out.push(Err(TaskError::Cancelled)); // placeholder
+        self.suspended.push(Suspended { index, unit });
+    }
+
+    /// The fast path for one item: call `f` and poll its future once, in a box reused from
+    /// the previous item, under the panic guard. An item done in that poll (the common case
+    /// for CPU work) needs none of `Guarded`'s other machinery: no timer (the fast path is
+    /// only taken without `task_timeout`), no latency sample, and its outcome goes to the
+    /// batch's tally. One that suspends becomes a `Guarded` unit from there on.
+    #[inline(always)]
+    fn start_fast(&mut self, item: T, cx: &mut Context<'_>) {
+        let future = match catch_unwind(AssertUnwindSafe(|| (self.f)(item))) {
+            Ok(f) => f,
+            Err(p) => return self.finished(None, Err(TaskError::Panicked(panic_message(&*p)))),
+        };
+        let mut slot = match self.spare.take() {
+            Some(mut b) => {
+                b.set(Some(future));
+                b
+            }
+            None => Box::pin(Some(future)),
+        };
+        let polled = catch_unwind(AssertUnwindSafe(|| match slot.as_mut().as_pin_mut() {
+            Some(f) => f.poll(cx),
+            None => Poll::Pending,
+        }));
+        let result = match polled {
+            Ok(Poll::Pending) => {
+                let unit = Guarded::item(self.meta, Ok(Slot(slot)));
+                return self.suspend(unit);
+            }
+            Ok(Poll::Ready(v)) => Ok(v),
+            Err(p) => Err(TaskError::Panicked(panic_message(&*p))),
+        };
+        // Done in one poll: drop the future in place (its `Drop` may panic too).
+        let result = match catch_unwind(AssertUnwindSafe(|| slot.set(None))) {
+            Ok(()) => result,
+            Err(p) => Err(TaskError::Panicked(panic_message(&*p))),
+        };
+        self.finished(None, result);
+        self.spare = Some(slot);
     }
 }
 
@@ -377,105 +507,47 @@ where
     F: Fn(T) -> Fut,
     Fut: Future,
 {
-    type Output = Result<Vec<Result<Fut::Output, TaskError>>, TaskError>;
+    type Output = Result<(), TaskError>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.get_mut();
         let meta = this.meta;
-        // Start every item not started yet, polling each once in place. An item that is done
-        // in that poll (the common case for CPU work) needs none of `Guarded`'s machinery
-        // beyond the panic guard: no timer (the fast path is only taken without
-        // `task_timeout`), no latency sample, and its outcome goes to the batch's tally.
+        // Start every item not started yet, polling each once in place. Cancellation is
+        // checked before each item.
         let fast = meta.pool().task_timeout.is_none();
-        for item in this.items.by_ref() {
-            let index = this.results.len();
-            if !fast || meta.cancel_requested() {
-                // The general path: a `Guarded` unit from the first poll.
-                let future = if meta.cancel_requested() {
-                    Err(TaskError::Cancelled)
-                } else {
-                    catch_unwind(AssertUnwindSafe(|| (this.f)(item)))
-                        .map_err(|p| TaskError::Panicked(panic_message(&*p)))
-                        .map(|f| Slot(Box::pin(Some(f))))
-                };
-                let mut unit = Guarded::item(meta, future);
-                match Pin::new(&mut unit).poll(cx) {
-                    Poll::Ready(r) => {
-                        this.tally[Outcome::of(&r).index()] += 1;
-                        this.results.push(r);
-                    }
-                    Poll::Pending => {
-                        this.results.push(Err(TaskError::Cancelled)); // placeholder
-                        this.suspended.push(Suspended { index, unit });
-                    }
-                }
-                continue;
+        while let Some(item) = this.items.next() {
+            if fast && !meta.cancel_requested() {
+                this.start_fast(item, cx);
+            } else {
+                this.start_guarded(item, cx);
             }
-            let future = match catch_unwind(AssertUnwindSafe(|| (this.f)(item))) {
-                Ok(f) => f,
-                Err(p) => {
-                    let r = Err(TaskError::Panicked(panic_message(&*p)));
-                    this.tally[Outcome::Panicked.index()] += 1;
-                    this.results.push(r);
-                    continue;
-                }
-            };
-            let mut slot = match this.spare.take() {
-                Some(mut b) => {
-                    b.set(Some(future));
-                    b
-                }
-                None => Box::pin(Some(future)),
-            };
-            let polled = catch_unwind(AssertUnwindSafe(|| match slot.as_mut().as_pin_mut() {
-                Some(f) => f.poll(cx),
-                None => Poll::Pending,
-            }));
-            let result = match polled {
-                Ok(Poll::Pending) => {
-                    this.results.push(Err(TaskError::Cancelled)); // placeholder
-                    let unit = Guarded::item(meta, Ok(Slot(slot)));
-                    this.suspended.push(Suspended { index, unit });
-                    continue;
-                }
-                Ok(Poll::Ready(v)) => Ok(v),
-                Err(p) => Err(TaskError::Panicked(panic_message(&*p))),
-            };
-            // Done in one poll: drop the future in place (its `Drop` may panic too).
-            let result = match catch_unwind(AssertUnwindSafe(|| slot.set(None))) {
-                Ok(()) => result,
-                Err(p) => Err(TaskError::Panicked(panic_message(&*p))),
-            };
-            this.tally[Outcome::of(&result).index()] += 1;
-            this.results.push(result);
-            this.spare = Some(slot);
         }
         if meta.cancel_requested() {
             // Suspended items are only polled when woken; poll each once so it finishes.
-            let mut finished_now = 0u64;
+            let mut finished_now = Vec::new();
             for s in this.suspended.iter_mut() {
                 if let Poll::Ready(r) = Pin::new(&mut s.unit).poll(cx) {
-                    finished_now += 1;
-                    this.tally[Outcome::of(&r).index()] += 1;
-                    this.results[s.index] = r;
+                    finished_now.push((s.index, r));
                 }
             }
             // One that did not finish on that poll (it cannot happen: a polled unit sees the
-            // cancel) would be dropped by `clear` below without counting itself.
-            let dropped = this.suspended.len() as u64 - finished_now;
-            this.tally[Outcome::Cancelled.index()] += dropped;
+            // cancel) is dropped by `clear` below and keeps its `Cancelled` placeholder.
+            let dropped = this.suspended.len() - finished_now.len();
+            this.tally[Outcome::Cancelled.index()] += dropped as u64;
             this.suspended.clear();
+            for (index, r) in finished_now {
+                this.finished(Some(index), r);
+            }
         }
         while let Poll::Ready(Some((index, r))) = this.suspended.poll_next_unpin(cx) {
-            this.tally[Outcome::of(&r).index()] += 1;
-            this.results[index] = r;
+            this.finished(Some(index), r);
         }
         if !this.suspended.is_empty() {
             return Poll::Pending;
         }
         this.spare = None;
         this.settle(0);
-        Poll::Ready(Ok(std::mem::take(&mut this.results)))
+        Poll::Ready(Ok(()))
     }
 }
 
@@ -484,7 +556,8 @@ impl<T, F, Fut: Future> Drop for BatchBody<'_, T, F, Fut> {
         if self.slots == 0 && self.tally == [0; 4] {
             return; // settled when it finished
         }
-        // Items still running are dropped first (their futures go before their slots).
+        // Items still running are dropped first (their futures go before their slots); the
+        // range fills the slots of items never written as cancelled when it is dropped.
         let unfinished = (self.suspended.len() + self.items.len()) as u64;
         self.suspended.clear();
         self.spare = None;

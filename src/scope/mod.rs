@@ -16,6 +16,7 @@ use crate::pool::{Shared, ThreadPoolInner};
 use crate::task::{self, TaskHandle};
 
 mod batch;
+mod output;
 mod stream;
 
 pub use batch::BatchOptions;
