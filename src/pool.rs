@@ -72,6 +72,12 @@ impl Shared {
         self.cancelling.load(Ordering::Acquire)
     }
 
+    /// The flag behind [`is_cancelling`](Self::is_cancelling).
+    #[inline]
+    pub(crate) fn cancelling_flag(&self) -> &AtomicBool {
+        &self.cancelling
+    }
+
     /// The figures of [`ThreadPoolInner::metrics_fast`].
     pub(crate) fn metrics(&self) -> PoolMetrics {
         let snapshot = self.counters.snapshot();

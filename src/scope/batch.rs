@@ -447,41 +447,41 @@ where
     }
 
     /// The fast path for one item: call `f` and poll its future once, in a box reused from
-    /// the previous item, under the panic guard. An item done in that poll (the common case
-    /// for CPU work) needs none of `Guarded`'s other machinery: no timer (the fast path is
-    /// only taken without `task_timeout`), no latency sample, and its outcome goes to the
+    /// the previous item, all under one panic guard. An item done in that poll (the common
+    /// case for CPU work) needs none of `Guarded`'s other machinery: no timer (the fast path
+    /// is only taken without `task_timeout`), no latency sample, and its outcome goes to the
     /// batch's tally. One that suspends becomes a `Guarded` unit from there on.
     #[inline(always)]
     fn start_fast(&mut self, item: T, cx: &mut Context<'_>) {
-        let future = match catch_unwind(AssertUnwindSafe(|| (self.f)(item))) {
-            Ok(f) => f,
-            Err(p) => return self.finished(None, Err(TaskError::Panicked(panic_message(&*p)))),
-        };
-        let mut slot = match self.spare.take() {
-            Some(mut b) => {
-                b.set(Some(future));
-                b
+        let f = &*self.f;
+        let mut slot = self.spare.take().unwrap_or_else(|| Box::pin(None));
+        let ran = catch_unwind(AssertUnwindSafe(|| {
+            slot.set(Some(f(item)));
+            let polled = match slot.as_mut().as_pin_mut() {
+                Some(fut) => fut.poll(cx),
+                None => Poll::Pending,
+            };
+            if polled.is_ready() {
+                // Done in one poll: drop the future in place.
+                slot.set(None);
             }
-            None => Box::pin(Some(future)),
-        };
-        let polled = catch_unwind(AssertUnwindSafe(|| match slot.as_mut().as_pin_mut() {
-            Some(f) => f.poll(cx),
-            None => Poll::Pending,
+            polled
         }));
-        let result = match polled {
+        let result = match ran {
+            Ok(Poll::Ready(v)) => Ok(v),
             Ok(Poll::Pending) => {
                 let unit = Guarded::item(self.meta, Ok(Slot(slot)));
                 return self.suspend(unit);
             }
-            Ok(Poll::Ready(v)) => Ok(v),
-            Err(p) => Err(TaskError::Panicked(panic_message(&*p))),
+            // `f`, `poll` or the future's `Drop` panicked: drop what is left of the future
+            // (a panic there too is the same outcome) and report the first panic.
+            Err(p) => {
+                let _ = catch_unwind(AssertUnwindSafe(|| slot.set(None)));
+                Err(TaskError::Panicked(panic_message(&*p)))
+            }
         };
-        // Done in one poll: drop the future in place (its `Drop` may panic too).
-        let result = match catch_unwind(AssertUnwindSafe(|| slot.set(None))) {
-            Ok(()) => result,
-            Err(p) => Err(TaskError::Panicked(panic_message(&*p))),
-        };
-        self.finished(None, result);
+        self.tally[Outcome::of(&result).index()] += 1;
+        self.out.push(result);
         self.spare = Some(slot);
     }
 }
@@ -515,8 +515,9 @@ where
         // Start every item not started yet, polling each once in place. Cancellation is
         // checked before each item.
         let fast = meta.pool().task_timeout.is_none();
+        let cancel = meta.cancel_probe();
         while let Some(item) = this.items.next() {
-            if fast && !meta.cancel_requested() {
+            if fast && !cancel.requested() {
                 this.start_fast(item, cx);
             } else {
                 this.start_guarded(item, cx);

@@ -40,6 +40,12 @@ impl ScopeShared {
         self.cancelled.load(std::sync::atomic::Ordering::Acquire)
     }
 
+    /// The flag behind [`is_cancelled`](Self::is_cancelled).
+    #[inline]
+    pub(crate) fn cancelled_flag(&self) -> &AtomicBool {
+        &self.cancelled
+    }
+
     #[inline]
     pub(crate) fn task_started(&self) {
         self.live.fetch_add(1, SeqCst);

@@ -92,6 +92,17 @@ impl TaskMeta {
             || self.pool().is_cancelling()
     }
 
+    /// The three flags [`cancel_requested`](Self::cancel_requested) reads, looked up once:
+    /// for a loop that checks before each of many items (a batch).
+    #[inline]
+    pub(crate) fn cancel_probe(&self) -> CancelProbe<'_> {
+        CancelProbe {
+            task: &self.flags,
+            scope: self.scope.cancelled_flag(),
+            pool: self.pool().cancelling_flag(),
+        }
+    }
+
     /// The task's cancellation token, a child of its scope's token.
     pub(crate) fn token(&self) -> &CancellationToken {
         self.token.get_or_init(|| self.scope.token.child_token())
@@ -129,6 +140,24 @@ impl TaskMeta {
         pool.counters
             .record(crate::scheduler::current_worker_index(pool), outcome);
         pool.admission.release();
+    }
+}
+
+/// [`TaskMeta::cancel_requested`] with the flags' addresses resolved: three independent
+/// loads and one branch per check.
+pub(crate) struct CancelProbe<'a> {
+    task: &'a AtomicU8,
+    scope: &'a std::sync::atomic::AtomicBool,
+    pool: &'a std::sync::atomic::AtomicBool,
+}
+
+impl CancelProbe<'_> {
+    /// Same answer as [`TaskMeta::cancel_requested`].
+    #[inline(always)]
+    pub(crate) fn requested(&self) -> bool {
+        (self.task.load(Ordering::Acquire) & CANCEL_REQUESTED != 0)
+            | self.scope.load(Ordering::Acquire)
+            | self.pool.load(Ordering::Acquire)
     }
 }
 
