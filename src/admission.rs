@@ -105,6 +105,11 @@ impl Admission {
         self.acquire_raw_n(1, true)
     }
 
+    /// Step 1 for `n` slots at once, all or none, without waiting.
+    pub(crate) fn try_acquire_many(&self, n: usize) -> Result<(), SpawnError> {
+        self.acquire_raw_n(n, true)
+    }
+
     /// Takes `n` slots in one CAS, or none. `polite`: refuse while `reserve()` callers wait.
     fn acquire_raw_n(&self, n: usize, polite: bool) -> Result<(), SpawnError> {
         let mut cur = self.state.load(SeqCst);

@@ -27,6 +27,7 @@ use super::Scope;
 use super::output::{OutRange, Output};
 use crate::error::TaskError;
 use crate::metrics::Outcome;
+use crate::sync::Mutex;
 use crate::task::{self, Guarded, TaskHandle, TaskMeta, panic_message};
 
 /// Most items per batch when the size is chosen automatically.
@@ -160,15 +161,13 @@ impl Scope {
         let items: Vec<T> = items.into_iter().collect();
         let n = items.len();
         let size = self.batch_size(n, concurrent, options.batch_size);
-        let mut items = items.into_iter();
-        self.run_batches(
-            n,
+        let out = Output::new(n);
+        let feed = Arc::new(Feed {
+            rest: Mutex::new(items.into_iter()),
+            out: out.clone(),
             size,
-            concurrent,
-            |len| items.by_ref().take(len).collect(),
-            f,
-        )
-        .await
+        });
+        self.run_batches(out, size, concurrent, feed, f).await
     }
 
     /// Runs `f` on every element of `items` concurrently on the pool and returns the results
@@ -200,20 +199,14 @@ impl Scope {
     {
         let concurrent = self.pool.num_threads() + 1;
         let size = self.batch_size(items.len(), concurrent, None);
-        let mut rest = items;
-        let next_chunk = |len: usize| {
-            let (chunk, tail) = rest.split_at(len);
-            rest = tail;
-            chunk.iter().map(&f).collect()
+        let out = Output::new(items.len());
+        let source = Built {
+            rest: items,
+            f,
+            out: out.clone(),
         };
-        self.run_batches(
-            items.len(),
-            size,
-            concurrent,
-            next_chunk,
-            std::convert::identity,
-        )
-        .await
+        self.run_batches(out, size, concurrent, source, std::convert::identity)
+            .await
     }
 
     /// Items per batch: `requested` (capped at `max_pending`), or chosen by
@@ -226,17 +219,21 @@ impl Scope {
         }
     }
 
-    /// The engine of the bulk calls: `n` items cut into batches of `size`, at most
-    /// `concurrent` batches in flight, each one pool task ([`BatchBody`]) applying `f` to the
-    /// items `next_chunk(len)` gives it and writing their results into its range of the
-    /// output ([`Output`]). `next_chunk` is called on the caller's thread, in order, once
-    /// per batch, just before the batch is admitted.
+    /// The engine of the bulk calls: the items of `source` cut into batches of up to
+    /// `size`, at most `concurrent` batches in flight, each one pool task ([`BatchBody`])
+    /// applying `f` to its items and writing their results into its range of `out`.
+    ///
+    /// The caller admits and spawns batches until `concurrent` are in flight, then waits for
+    /// one to finish. With a [`Feed`] source, a batch that finishes its items takes the next
+    /// ones itself while the pool has room, so the caller is woken about once per
+    /// `concurrent` batches rather than once per batch, and the items are cut on the
+    /// workers.
     async fn run_batches<X, F, Fut>(
         &self,
-        n: usize,
+        out: Arc<Output<Fut::Output>>,
         size: usize,
         concurrent: usize,
-        mut next_chunk: impl FnMut(usize) -> Vec<X>,
+        mut source: impl Source<X, Fut::Output>,
         f: F,
     ) -> Vec<Result<Fut::Output, TaskError>>
     where
@@ -245,87 +242,145 @@ impl Scope {
         Fut: Future + Send + 'static,
         Fut::Output: Send + 'static,
     {
-        if n == 0 {
-            return Vec::new();
-        }
         let pool = &self.shared.pool;
         let f = Arc::new(f);
-        let out = Output::new(n);
         let mut in_flight = CancelOnDrop(FuturesUnordered::new());
-        // Batches whose task failed as a whole (only if this crate's own code panicked;
-        // every item error is written by the batch itself): `(start, len, error)`.
-        let mut failed = Vec::new();
-        let mut offset = 0;
         loop {
-            while in_flight.0.len() < concurrent && offset < n {
-                let len = size.min(n - offset);
-                let mut range = out.range(len);
-                if let Err(e) = pool.admission.acquire_many(len).await {
-                    // Shutdown began: this and every later item is refused, never started.
-                    range.fill(&e.into());
-                    drop(range);
-                    out.range(n - offset - len).fill(&e.into());
-                    offset = n;
+            while in_flight.0.len() < concurrent {
+                let want = size.min(source.remaining());
+                if want == 0 {
                     break;
                 }
-                pool.counters
-                    .submitted_n(crate::scheduler::current_worker_index(pool), len as u64);
-                let (chunk, f) = (next_chunk(len), f.clone());
+                if let Err(e) = pool.admission.acquire_many(want).await {
+                    // Shutdown began: every item not started yet is refused.
+                    source.refuse_rest(&e.into());
+                    break;
+                }
+                // The batches in flight may have taken items meanwhile.
+                let Some((chunk, range)) = source.take(want) else {
+                    pool.admission.release_many(want);
+                    break;
+                };
+                pool.admission.release_many(want - chunk.len());
+                pool.counters.submitted_n(
+                    crate::scheduler::current_worker_index(pool),
+                    chunk.len() as u64,
+                );
+                let (f, feed) = (f.clone(), source.feed());
                 let handle = task::spawn_task(&self.shared, move |meta| {
-                    BatchBody::new(meta, chunk, f, range)
+                    BatchBody::new(meta, chunk, f, range, feed)
                 });
-                in_flight.0.push(Batch {
-                    start: offset,
-                    len,
-                    handle,
-                });
-                offset += len;
+                in_flight.0.push(handle);
             }
-            let Some((start, len, done)) = in_flight.0.next().await else {
+            // A batch task fails as a whole only if this crate's own code panicked; its
+            // items not written by then read `Cancelled` (see `OutRange`).
+            if in_flight.0.next().await.is_none() {
                 break;
-            };
-            if let Err(e) = done {
-                failed.push((start, len, e));
             }
         }
+        drop(source);
         // Every range was handed out and every batch task has finished, and a task's body
         // (holding its range) is dropped before its handle resolves.
-        let mut results = match out.into_vec() {
+        match out.into_vec() {
             Ok(v) => v,
             Err(_) => unreachable!("run_batches: a batch outlived its handle"),
-        };
-        for (start, len, e) in failed {
-            for slot in &mut results[start..start + len] {
-                *slot = Err(e.clone());
-            }
         }
-        results
     }
 }
 
-/// A batch in flight: where its range starts, its size, and its task.
-struct Batch {
-    start: usize,
-    len: usize,
-    handle: TaskHandle<()>,
+/// Where a bulk call's batches get their items, each chunk with its range of the output
+/// (handed out in input order).
+trait Source<X, R> {
+    /// Items not given to a batch yet.
+    fn remaining(&self) -> usize;
+    /// Up to `len` items and their output range; `None` when no item is left.
+    fn take(&mut self, len: usize) -> Option<(Vec<X>, OutRange<R>)>;
+    /// Every item left is refused with `err`: its slot gets the error, it never starts.
+    fn refuse_rest(&mut self, err: &TaskError);
+    /// The items, if batches may take more of them themselves.
+    fn feed(&self) -> Option<Arc<Feed<X, R>>>;
 }
 
-impl Future for Batch {
-    type Output = (usize, usize, Result<(), TaskError>);
+/// `batch_process`'s items, shared by the caller and the batches: whoever takes items
+/// takes their output range with them, under one lock, so ranges follow input order.
+pub(crate) struct Feed<T, R> {
+    rest: Mutex<std::vec::IntoIter<T>>,
+    out: Arc<Output<R>>,
+    /// Items a batch takes at a time.
+    size: usize,
+}
 
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let (start, len) = (self.start, self.len);
-        Pin::new(&mut self.handle).poll(cx).map(|r| (start, len, r))
+impl<T, R> Source<T, R> for Arc<Feed<T, R>> {
+    fn remaining(&self) -> usize {
+        self.rest.lock().len()
+    }
+
+    fn take(&mut self, len: usize) -> Option<(Vec<T>, OutRange<R>)> {
+        let mut rest = self.rest.lock();
+        let len = len.min(rest.len());
+        if len == 0 {
+            return None;
+        }
+        let chunk = rest.by_ref().take(len).collect();
+        Some((chunk, self.out.range(len)))
+    }
+
+    fn refuse_rest(&mut self, err: &TaskError) {
+        let mut rest = self.rest.lock();
+        let left = std::mem::take(&mut *rest);
+        self.out.range(left.len()).fill(err);
+        drop(rest);
+        drop(left);
+    }
+
+    fn feed(&self) -> Option<Arc<Feed<T, R>>> {
+        Some(self.clone())
+    }
+}
+
+/// `par_map_async`'s items: futures built by the caller's `f`, one batch at a time.
+struct Built<'a, T, G, R> {
+    rest: &'a [T],
+    f: G,
+    out: Arc<Output<R>>,
+}
+
+impl<T, G, Fut> Source<Fut, Fut::Output> for Built<'_, T, G, Fut::Output>
+where
+    G: Fn(&T) -> Fut,
+    Fut: Future,
+{
+    fn remaining(&self) -> usize {
+        self.rest.len()
+    }
+
+    fn take(&mut self, len: usize) -> Option<(Vec<Fut>, OutRange<Fut::Output>)> {
+        let len = len.min(self.rest.len());
+        if len == 0 {
+            return None;
+        }
+        let (chunk, tail) = self.rest.split_at(len);
+        self.rest = tail;
+        Some((chunk.iter().map(&self.f).collect(), self.out.range(len)))
+    }
+
+    fn refuse_rest(&mut self, err: &TaskError) {
+        self.out.range(self.rest.len()).fill(err);
+        self.rest = &[];
+    }
+
+    fn feed(&self) -> Option<Arc<Feed<Fut, Fut::Output>>> {
+        None
     }
 }
 
 /// Cancels every batch still in flight when the caller's future is dropped.
-struct CancelOnDrop(FuturesUnordered<Batch>);
+struct CancelOnDrop(FuturesUnordered<TaskHandle<()>>);
 
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
-        for b in self.0.iter() {
-            b.handle.cancel();
+        for handle in self.0.iter() {
+            handle.cancel();
         }
     }
 }
@@ -383,6 +438,8 @@ pub(crate) struct BatchBody<'m, T, F, Fut: Future> {
     tally: [u64; 4],
     /// Admission slots this batch holds, released when it finishes or is dropped.
     slots: usize,
+    /// Where to take more items when these are done (`batch_process`), if any.
+    feed: Option<Arc<Feed<T, Fut::Output>>>,
 }
 
 // Nothing in a batch body is pinned in place (pinned items live in boxes), so moving it is
@@ -394,7 +451,13 @@ where
     F: Fn(T) -> Fut,
     Fut: Future,
 {
-    fn new(meta: &'m TaskMeta, chunk: Vec<T>, f: Arc<F>, out: OutRange<Fut::Output>) -> Self {
+    fn new(
+        meta: &'m TaskMeta,
+        chunk: Vec<T>,
+        f: Arc<F>,
+        out: OutRange<Fut::Output>,
+        feed: Option<Arc<Feed<T, Fut::Output>>>,
+    ) -> Self {
         let n = chunk.len();
         BatchBody {
             meta,
@@ -405,6 +468,7 @@ where
             suspended: FuturesUnordered::new(),
             tally: [0; 4],
             slots: n,
+            feed,
         }
     }
 
@@ -487,6 +551,33 @@ where
 }
 
 impl<T, F, Fut: Future> BatchBody<'_, T, F, Fut> {
+    /// Takes the next items from the feed if the pool has room for them now (never waits:
+    /// if it is full, this batch finishes and the caller waits for room instead). Call
+    /// after `settle`. True if there are new items to run.
+    fn refill(&mut self) -> bool {
+        let Some(feed) = &mut self.feed else {
+            return false;
+        };
+        let pool = self.meta.pool();
+        let want = feed.size.min(feed.remaining());
+        if want == 0 || pool.admission.try_acquire_many(want).is_err() {
+            return false;
+        }
+        let Some((chunk, range)) = feed.take(want) else {
+            pool.admission.release_many(want);
+            return false;
+        };
+        pool.admission.release_many(want - chunk.len());
+        pool.counters.submitted_n(
+            crate::scheduler::current_worker_index(pool),
+            chunk.len() as u64,
+        );
+        self.slots = chunk.len();
+        self.items = chunk.into_iter();
+        self.out = range; // the old range is full: dropping it writes nothing
+        true
+    }
+
     /// Counts the tallied outcomes, then releases the batch's slots. Items not finished by
     /// now (the batch is being dropped) count as cancelled.
     fn settle(&mut self, unfinished: u64) {
@@ -546,8 +637,13 @@ where
         if !this.suspended.is_empty() {
             return Poll::Pending;
         }
-        this.spare = None;
         this.settle(0);
+        if !cancel.requested() && this.refill() {
+            // Go round the run queue before the next items, as a task that yields does.
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
+        this.spare = None;
         Poll::Ready(Ok(()))
     }
 }
