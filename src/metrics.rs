@@ -220,6 +220,15 @@ impl Counters {
         self.epoch.elapsed().as_nanos() as u64 + 1
     }
 
+    /// The `Instant` a [`now_ns`](Self::now_ns) reading stands for.
+    pub(crate) fn instant_of(&self, ns: u64) -> Instant {
+        let since = std::time::Duration::from_nanos(ns.saturating_sub(1));
+        // A deadline past what `Instant` can hold is as good as never.
+        self.epoch
+            .checked_add(since)
+            .unwrap_or_else(|| self.epoch + std::time::Duration::from_secs(100 * 365 * 86_400))
+    }
+
     /// `worker` is the index of the calling thread if it is one of this pool's workers.
     #[inline]
     fn bump(&self, worker: Option<usize>, n: u64, pick: impl Fn(&Row) -> &AtomicU64) {

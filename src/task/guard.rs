@@ -14,7 +14,6 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::task::{Context, Poll};
-use std::time::Instant;
 
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
@@ -30,17 +29,19 @@ pin_project! {
         meta: &'m TaskMeta,
         #[pin]
         inner: Option<F>,
-        // A result decided before the first poll (the future could not even be built).
-        preset: Option<TaskError>,
-        deadline: Option<Instant>,
+        // A result decided before the first poll (the future could not even be built). Rare,
+        // so boxed: every byte here is in every task's allocation.
+        preset: Option<Box<TaskError>>,
+        // `task_timeout`'s deadline, in the pool's clock (`Counters::now_ns`); 0 if none yet.
+        deadline_ns: u64,
         timer: Option<Pin<Box<Sleep>>>,
+        // Latency sampling (see `metrics`): when the unit was created, then, once `started`,
+        // when it was first polled; 0 if not sampled.
+        sample_ns: u64,
+        started: bool,
         // True for a batch item: its batch counts its outcome and releases its slot, so the
         // item itself does neither.
         batch_item: bool,
-        // Latency sampling (see `metrics`): when the unit was created, then first polled;
-        // 0 if not sampled.
-        created_ns: u64,
-        first_poll_ns: u64,
         finished: bool,
     }
 
@@ -81,11 +82,11 @@ impl<'m, F: Future> Guarded<'m, F> {
             meta,
             inner: Some(future),
             preset: None,
-            deadline: None,
+            deadline_ns: 0,
             timer: None,
+            sample_ns: meta.pool().counters.sample_start(),
+            started: false,
             batch_item: false,
-            created_ns: meta.pool().counters.sample_start(),
-            first_poll_ns: 0,
             finished: false,
         }
     }
@@ -97,17 +98,17 @@ impl<'m, F: Future> Guarded<'m, F> {
     pub(crate) fn item(meta: &'m TaskMeta, future: Result<F, TaskError>) -> Self {
         let (inner, preset) = match future {
             Ok(f) => (Some(f), None),
-            Err(e) => (None, Some(e)),
+            Err(e) => (None, Some(Box::new(e))),
         };
         Guarded {
             meta,
             inner,
             preset,
-            deadline: None,
+            deadline_ns: 0,
             timer: None,
+            sample_ns: meta.pool().counters.sample_start(),
+            started: false,
             batch_item: true,
-            created_ns: meta.pool().counters.sample_start(),
-            first_poll_ns: 0,
             finished: false,
         }
     }
@@ -124,13 +125,10 @@ fn finish<F: Future>(
     };
     *this.timer = None;
     *this.finished = true;
-    if *this.first_poll_ns != 0 {
+    if *this.started && *this.sample_ns != 0 {
         let counters = &this.meta.pool().counters;
         let worker = crate::scheduler::current_worker_index(this.meta.pool());
-        counters.record_run_time(
-            worker,
-            counters.now_ns().saturating_sub(*this.first_poll_ns),
-        );
+        counters.record_run_time(worker, counters.now_ns().saturating_sub(*this.sample_ns));
     }
     let outcome = Outcome::of(&result);
     #[cfg(feature = "tracing")]
@@ -156,7 +154,7 @@ impl<F: Future> Future for Guarded<'_, F> {
             return Poll::Pending;
         }
         if let Some(err) = this.preset.take() {
-            return finish(&mut this, Err(err));
+            return finish(&mut this, Err(*err));
         }
         // A unit cancelled while queued never starts; one cancelled while suspended finishes
         // here without being polled again.
@@ -166,18 +164,24 @@ impl<F: Future> Future for Guarded<'_, F> {
         if this.timer.as_ref().is_some_and(|t| t.is_elapsed()) {
             return finish(&mut this, Err(TaskError::TimedOut));
         }
-        if *this.created_ns != 0 && *this.first_poll_ns == 0 {
-            let counters = &meta.pool().counters;
-            let now = counters.now_ns();
-            let worker = crate::scheduler::current_worker_index(meta.pool());
-            counters.record_queue_wait(worker, now.saturating_sub(*this.created_ns));
-            *this.first_poll_ns = now;
-        }
-        if this.deadline.is_none()
-            && let Some(limit) = meta.pool().task_timeout
-        {
-            // The clock starts at the first poll: queue time does not count.
-            *this.deadline = Some(Instant::now() + limit);
+        if !*this.started {
+            *this.started = true;
+            let pool = meta.pool();
+            let sampled = *this.sample_ns != 0;
+            if sampled || pool.task_timeout.is_some() {
+                let now = pool.counters.now_ns();
+                if sampled {
+                    let worker = crate::scheduler::current_worker_index(pool);
+                    let waited = now.saturating_sub(*this.sample_ns);
+                    pool.counters.record_queue_wait(worker, waited);
+                    *this.sample_ns = now;
+                }
+                if let Some(limit) = pool.task_timeout {
+                    // The clock starts at the first poll: queue time does not count.
+                    let limit = u64::try_from(limit.as_nanos()).unwrap_or(u64::MAX);
+                    *this.deadline_ns = now.saturating_add(limit);
+                }
+            }
         }
 
         let Some(inner) = this.inner.as_mut().as_pin_mut() else {
@@ -194,7 +198,8 @@ impl<F: Future> Future for Guarded<'_, F> {
             Ok(Poll::Pending) => {}
         }
         // Suspending with a deadline: a timer wakes us when it passes.
-        if let Some(deadline) = *this.deadline {
+        if *this.deadline_ns != 0 {
+            let deadline = meta.pool().counters.instant_of(*this.deadline_ns);
             let timer = this
                 .timer
                 .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
