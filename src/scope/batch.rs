@@ -10,9 +10,12 @@
 //! `par_map_async` builds each batch's futures just before the batch is spawned.
 //!
 //! # Admission
-//! A batch takes one slot per item, in one CAS when there is room, before its task is
-//! spawned, and gives them all back in one `fetch_sub` when its last item has finished (every
-//! item's future has been dropped by then). Outcomes are counted per item as each finishes.
+//! A chunk of items takes one slot per item, in one CAS when there is room, before it starts:
+//! the caller takes them before spawning a batch (waiting for room, first come first served),
+//! a batch that takes its next chunk from the feed only if there is room now. The batch gives
+//! them all back in one `fetch_sub` when the chunk's last item has finished (every item's
+//! future has been dropped by then). Outcomes are tallied per item as each finishes and added
+//! to the pool's counters once per chunk.
 
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
