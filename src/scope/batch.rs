@@ -30,6 +30,7 @@ use super::Scope;
 use super::output::{OutRange, Output};
 use crate::error::TaskError;
 use crate::metrics::Outcome;
+use crate::pool::Shared;
 use crate::sync::Mutex;
 use crate::task::{self, Guarded, TaskHandle, TaskMeta, panic_message};
 
@@ -260,15 +261,9 @@ impl Scope {
                     break;
                 }
                 // The batches in flight may have taken items meanwhile.
-                let Some((chunk, range)) = source.take(want) else {
-                    pool.admission.release_many(want);
+                let Some((chunk, range)) = take_admitted(pool, &mut source, want) else {
                     break;
                 };
-                pool.admission.release_many(want - chunk.len());
-                pool.counters.submitted_n(
-                    crate::scheduler::current_worker_index(pool),
-                    chunk.len() as u64,
-                );
                 let (f, feed) = (f.clone(), source.feed());
                 let handle = task::spawn_task(&self.shared, move |meta| {
                     BatchBody::new(meta, chunk, f, range, feed)
@@ -289,6 +284,24 @@ impl Scope {
             Err(_) => unreachable!("run_batches: a batch outlived its handle"),
         }
     }
+}
+
+/// Takes up to `want` items from `source` for which `want` admission slots are already held:
+/// gives back the slots of the items it did not get (others may have taken them) and counts
+/// the items it got as submitted. Used by the caller and by a batch refilling itself.
+fn take_admitted<X, R>(
+    pool: &Arc<Shared>,
+    source: &mut impl Source<X, R>,
+    want: usize,
+) -> Option<(Vec<X>, OutRange<R>)> {
+    let taken = source.take(want);
+    let got = taken.as_ref().map_or(0, |(chunk, _)| chunk.len());
+    pool.admission.release_many(want - got);
+    if got > 0 {
+        let worker = crate::scheduler::current_worker_index(pool);
+        pool.counters.submitted_n(worker, got as u64);
+    }
+    taken
 }
 
 /// Where a bulk call's batches get their items, each chunk with its range of the output
@@ -547,8 +560,7 @@ where
                 Err(TaskError::Panicked(panic_message(&*p)))
             }
         };
-        self.tally[Outcome::of(&result).index()] += 1;
-        self.out.push(result);
+        self.finished(None, result);
         self.spare = Some(slot);
     }
 }
@@ -566,15 +578,9 @@ impl<T, F, Fut: Future> BatchBody<'_, T, F, Fut> {
         if want == 0 || pool.admission.try_acquire_many(want).is_err() {
             return false;
         }
-        let Some((chunk, range)) = feed.take(want) else {
-            pool.admission.release_many(want);
+        let Some((chunk, range)) = take_admitted(pool, feed, want) else {
             return false;
         };
-        pool.admission.release_many(want - chunk.len());
-        pool.counters.submitted_n(
-            crate::scheduler::current_worker_index(pool),
-            chunk.len() as u64,
-        );
         self.slots = chunk.len();
         self.items = chunk.into_iter();
         self.out = range; // the old range is full: dropping it writes nothing

@@ -8,8 +8,9 @@
 //! into its own range of it, as rayon's `collect` does.
 //!
 //! # Protocol
-//! 1. The caller hands out ranges in order: [`Output::range`] gives the next `len` slots
-//!    to one [`OutRange`]; ranges never overlap, and `[0, handed_out)` is covered.
+//! 1. Ranges are handed out in order, one call at a time (by the caller, or under the
+//!    `Feed` lock when batches take items themselves): [`Output::range`] gives the next
+//!    `len` slots to one [`OutRange`]; ranges never overlap, and `[0, handed_out)` is covered.
 //! 2. An `OutRange` initializes its slots front to back ([`OutRange::push`]); an
 //!    initialized slot may be replaced ([`OutRange::set`]). Only the `OutRange` touches
 //!    its slots while it lives.
@@ -64,8 +65,10 @@ impl<R> Output<R> {
         })
     }
 
-    /// The next `len` slots, for one batch (protocol step 1). Called by the one caller that
-    /// created the `Output`, in order.
+    /// The next `len` slots, for one batch (protocol step 1). Calls must never overlap
+    /// (`handed_out` is read, checked, then written): they come from the caller alone
+    /// (`par_map_async`), or from whoever holds the `Feed` lock (`batch_process`), which
+    /// also keeps ranges in the order items are taken.
     ///
     /// # Panics
     /// If fewer than `len` slots are left (a bug in the caller).
