@@ -57,3 +57,112 @@ impl Drop for SmolPool {
         }
     }
 }
+
+// The workloads of the rows with targets, shared by the criterion benches and by the
+// rotated-order harness (`benches/ratios.rs`), so both measure exactly the same code.
+
+/// Spawns `n` trivial tasks with `tokio::spawn`, then awaits them all.
+pub fn tokio_spawn_await(rt: &tokio::runtime::Runtime, n: usize) {
+    rt.block_on(async {
+        let hs: Vec<_> = (0..n).map(|i| tokio::spawn(async move { i })).collect();
+        for h in hs {
+            std::hint::black_box(h.await.expect("task"));
+        }
+    })
+}
+
+/// Spawns `n` trivial tasks with `scope.spawn_with_handle`, then awaits them all.
+pub fn async_rayon_spawn_await(
+    pool: &async_rayon::ThreadPoolInner,
+    scope: &async_rayon::Scope,
+    n: usize,
+) {
+    pool.block_on(async {
+        let hs: Vec<_> = (0..n)
+            .map(|i| scope.spawn_with_handle(async move { i }))
+            .collect();
+        for h in hs {
+            std::hint::black_box(h.await.expect("task"));
+        }
+    })
+}
+
+/// `n` tasks, at most `bound` pending: tokio `JoinSet` + `Semaphore`, a permit taken
+/// (`acquire_owned`) before each spawn and finished tasks reaped as it goes.
+pub fn joinset_semaphore(rt: &tokio::runtime::Runtime, n: usize, bound: usize) {
+    rt.block_on(async {
+        let sem = Arc::new(tokio::sync::Semaphore::new(bound));
+        let mut set = tokio::task::JoinSet::new();
+        for i in 0..n {
+            let permit = sem.clone().acquire_owned().await.expect("open");
+            set.spawn(async move {
+                let _permit = permit;
+                std::hint::black_box(i)
+            });
+            while let Some(r) = set.try_join_next() {
+                std::hint::black_box(r.expect("task"));
+            }
+        }
+        while let Some(r) = set.join_next().await {
+            std::hint::black_box(r.expect("task"));
+        }
+    })
+}
+
+/// `n` tasks on a pool whose `max_pending` is the bound: `scope.reserve()` waits for a slot
+/// before each spawn; the handles are dropped and `scope.wait()` collects the tasks.
+pub fn async_rayon_reserve(
+    pool: &async_rayon::ThreadPoolInner,
+    scope: &async_rayon::Scope,
+    n: usize,
+) {
+    pool.block_on(async {
+        for i in 0..n {
+            let permit = scope.reserve().await.expect("open");
+            // Detached: scope.wait() below collects them all.
+            drop(permit.spawn_with_handle(async move { std::hint::black_box(i) }));
+        }
+        scope.wait().await;
+    })
+}
+
+/// The per-item work of the map benches.
+#[inline]
+pub fn work(x: u64) -> u64 {
+    x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
+}
+
+/// rayon `par_iter().map().collect()` into a plain `Vec<u64>`.
+pub fn rayon_map(rp: &rayon::ThreadPool, data: &[u64]) -> Vec<u64> {
+    use rayon::prelude::*;
+    rp.install(|| data.par_iter().map(|&x| work(x)).collect())
+}
+
+/// rayon producing the bulk calls' own output type, `Vec<Result<u64, TaskError>>`: what
+/// the result type alone costs (24 bytes per item against 8, and a drop that visits each).
+pub fn rayon_map_results(
+    rp: &rayon::ThreadPool,
+    data: &[u64],
+) -> Vec<Result<u64, async_rayon::TaskError>> {
+    use rayon::prelude::*;
+    rp.install(|| data.par_iter().map(|&x| Ok(work(x))).collect())
+}
+
+/// `scope.par_map_async` over `data`.
+pub fn par_map_async(
+    pool: &async_rayon::ThreadPoolInner,
+    scope: &async_rayon::Scope,
+    data: &[u64],
+) -> Vec<Result<u64, async_rayon::TaskError>> {
+    pool.block_on(scope.par_map_async(data, |&x| async move { work(x) }))
+}
+
+/// `scope.batch_process` over a copy of `data` (it takes its items by value), 4 batches
+/// at a time.
+pub fn batch_process(
+    pool: &async_rayon::ThreadPoolInner,
+    scope: &async_rayon::Scope,
+    data: &[u64],
+) -> Vec<Result<u64, async_rayon::TaskError>> {
+    pool.block_on(scope.batch_process(data.to_vec(), 4, |x| async move { work(x) }))
+}

@@ -1,19 +1,18 @@
 //! 1M trivial items, results in input order: `par_map_async` and `batch_process` against
-//! rayon `par_iter` and futures `buffered(10_000)`. Also CPU-bound scaling, 1 vs 2 threads.
+//! rayon `par_iter` and futures `buffered(10_000)`. Also, for reference, rayon producing the
+//! bulk calls' own output type (`Vec<Result<u64, TaskError>>`), and CPU-bound scaling, 1 vs
+//! 2 threads.
+
+mod common;
 
 use std::time::Duration;
 
 use async_rayon::{BatchOptions, Scope, ThreadPoolInner};
+use common::work;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
-use rayon::prelude::*;
 
 const N: u64 = 1_000_000;
-
-#[inline]
-fn work(x: u64) -> u64 {
-    x.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17)
-}
 
 fn map(c: &mut Criterion) {
     let mut g = c.benchmark_group("map_1M");
@@ -26,10 +25,10 @@ fn map(c: &mut Criterion) {
         .build()
         .expect("rayon pool");
     g.bench_function("rayon par_iter", |b| {
-        b.iter(|| {
-            let out: Vec<u64> = rp.install(|| data.par_iter().map(|&x| work(x)).collect());
-            std::hint::black_box(out)
-        })
+        b.iter(|| std::hint::black_box(common::rayon_map(&rp, &data)))
+    });
+    g.bench_function("rayon par_iter, Result output (reference)", |b| {
+        b.iter(|| std::hint::black_box(common::rayon_map_results(&rp, &data)))
     });
     g.bench_function("futures buffered(10_000)", |b| {
         b.iter(|| {
@@ -45,17 +44,10 @@ fn map(c: &mut Criterion) {
     let pool = ThreadPoolInner::new(2, Some(10_000));
     let scope = Scope::new(pool.clone());
     g.bench_function("async_rayon par_map_async", |b| {
-        b.iter(|| {
-            let out = pool.block_on(scope.par_map_async(&data, |&x| async move { work(x) }));
-            std::hint::black_box(out)
-        })
+        b.iter(|| std::hint::black_box(common::par_map_async(&pool, &scope, &data)))
     });
     g.bench_function("async_rayon batch_process", |b| {
-        b.iter(|| {
-            let out =
-                pool.block_on(scope.batch_process(data.clone(), 4, |x| async move { work(x) }));
-            std::hint::black_box(out)
-        })
+        b.iter(|| std::hint::black_box(common::batch_process(&pool, &scope, &data)))
     });
     g.finish();
 }

@@ -19,14 +19,7 @@ fn spawn_await(c: &mut Criterion) {
     for n in COUNTS {
         g.throughput(Throughput::Elements(n as u64));
         g.bench_with_input(BenchmarkId::new("tokio::spawn", n), &n, |b, &n| {
-            b.iter(|| {
-                rt.block_on(async {
-                    let hs: Vec<_> = (0..n).map(|i| tokio::spawn(async move { i })).collect();
-                    for h in hs {
-                        std::hint::black_box(h.await.expect("task"));
-                    }
-                })
-            })
+            b.iter(|| common::tokio_spawn_await(&rt, n))
         });
         g.bench_with_input(BenchmarkId::new("async-executor", n), &n, |b, &n| {
             b.iter(|| {
@@ -41,16 +34,7 @@ fn spawn_await(c: &mut Criterion) {
         let pool = ThreadPoolInner::new(2, None);
         let scope = Scope::new(pool.clone());
         g.bench_with_input(BenchmarkId::new("async_rayon", n), &n, |b, &n| {
-            b.iter(|| {
-                pool.block_on(async {
-                    let hs: Vec<_> = (0..n)
-                        .map(|i| scope.spawn_with_handle(async move { i }))
-                        .collect();
-                    for h in hs {
-                        std::hint::black_box(h.await.expect("task"));
-                    }
-                })
-            })
+            b.iter(|| common::async_rayon_spawn_await(&pool, &scope, n))
         });
         let pool = ThreadPoolInner::with_config(Config {
             num_threads: 2,
@@ -60,16 +44,7 @@ fn spawn_await(c: &mut Criterion) {
         });
         let scope = Scope::new(pool.clone());
         g.bench_with_input(BenchmarkId::new("async_rayon+controls", n), &n, |b, &n| {
-            b.iter(|| {
-                pool.block_on(async {
-                    let hs: Vec<_> = (0..n)
-                        .map(|i| scope.spawn_with_handle(async move { i }))
-                        .collect();
-                    for h in hs {
-                        std::hint::black_box(h.await.expect("task"));
-                    }
-                })
-            })
+            b.iter(|| common::async_rayon_spawn_await(&pool, &scope, n))
         });
     }
     g.finish();
