@@ -272,3 +272,20 @@ fn loom_scope_drop_vs_task_suspend() {
         );
     });
 }
+
+/// `Reclaim`: a worker handing back a task reference races pool termination closing the
+/// queue. Whichever of the two comes second sees the other (push, fence, read `closed`
+/// against store `closed`, fence, drain), so no reference is left in the queue, where it
+/// would keep its task, its scope and the pool alive.
+#[test]
+fn loom_reclaim_defer_vs_close() {
+    loom::model(|| {
+        let reclaim = Arc::new(crate::scheduler::reclaim::Reclaim::new());
+        let task = Arc::new(());
+        let (r2, t2) = (reclaim.clone(), task.clone());
+        let worker = thread::spawn(move || r2.defer(t2));
+        reclaim.close();
+        worker.join().expect("worker");
+        assert_eq!(Arc::strong_count(&task), 1, "a reference was left behind");
+    });
+}

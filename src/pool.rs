@@ -647,4 +647,59 @@ mod tests {
         assert_eq!(results.3, Err(TaskError::Cancelled));
         assert!(pool.block_on(pool.shutdown_timeout(Duration::from_secs(5))));
     }
+
+    /// Small detached tasks leave their allocations to the pool's spawners
+    /// (`scheduler::reclaim`); spawns free them, and dropping the pool frees the rest, so
+    /// nothing keeps the pool's shared state alive afterwards.
+    #[test]
+    fn detached_tasks_are_freed_by_spawns_and_by_termination() {
+        use std::sync::Barrier;
+        let pool = ThreadPoolInner::new(2, None);
+        let scope = Scope::new(pool.clone());
+        let shared = Arc::downgrade(&pool.shared);
+        // Hold both workers so that every handle below is dropped before its task runs.
+        let (started, release) = (Arc::new(Barrier::new(3)), Arc::new(Barrier::new(3)));
+        let blockers: Vec<_> = (0..2)
+            .map(|_| {
+                let (s, r) = (started.clone(), release.clone());
+                scope.spawn_with_handle(async move {
+                    s.wait();
+                    r.wait();
+                })
+            })
+            .collect();
+        started.wait();
+        let n = 100;
+        for i in 0..n {
+            drop(scope.spawn_with_handle(async move { i }));
+        }
+        release.wait();
+        pool.block_on(scope.join_handles(blockers));
+        pool.block_on(scope.wait());
+        // A worker hands the reference over just after its task finished: allow for that.
+        let settle = |want: &dyn Fn(usize) -> bool| {
+            let end = std::time::Instant::now() + Duration::from_secs(60);
+            while !want(pool.shared.sched.reclaim.len()) && std::time::Instant::now() < end {
+                thread::sleep(Duration::from_millis(1));
+            }
+            pool.shared.sched.reclaim.len()
+        };
+        assert_eq!(settle(&|k| k == n), n, "one reference per finished task");
+        // Each spawn frees two kept references and adds at most its own.
+        for _ in 0..10 {
+            drop(scope.spawn_with_handle(async {}));
+        }
+        pool.block_on(scope.wait());
+        let left = settle(&|k| k <= n - 10);
+        assert!(
+            (n - 20..=n - 10).contains(&left),
+            "{left} references kept after 10 spawns (from {n})"
+        );
+        drop(scope);
+        drop(pool);
+        assert!(
+            shared.upgrade().is_none(),
+            "a kept task reference outlived the pool"
+        );
+    }
 }

@@ -1,14 +1,14 @@
 //! The synchronization primitives of the protocols loom checks: std and parking_lot in
 //! normal builds, loom's under `cfg(loom)` (as tokio's `src/loom/mod.rs` does).
 //!
-//! Only the admission controller and the idle/sleep state go through this shim; the models
+//! Only the admission controller, the idle/sleep state and `Reclaim` go through this shim; the models
 //! themselves are in `loom_models.rs`.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicU8, AtomicUsize};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicU8, AtomicUsize};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
 
 /// A mutex with parking_lot's API (no poisoning), over parking_lot or loom.
 pub(crate) struct Mutex<T>(

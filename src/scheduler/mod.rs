@@ -11,6 +11,7 @@
 
 pub(crate) mod idle;
 mod queue;
+pub(crate) mod reclaim;
 mod worker;
 
 use std::sync::atomic::{AtomicBool, Ordering::SeqCst, fence};
@@ -22,6 +23,7 @@ use queue::{Injector, Steal, Stealer, Worker};
 
 use crate::task::Runnable;
 use idle::Idle;
+use reclaim::Reclaim;
 
 pub(crate) use worker::{
     count_retry_on_current_worker, current_worker_index, run_worker, schedule,
@@ -38,6 +40,8 @@ pub(crate) struct Scheduler {
     stealers: Box<[Stealer<Runnable>]>,
     unparkers: Box<[Unparker]>,
     idle: Idle,
+    /// References to finished detached tasks, for spawning threads to free (see `reclaim`).
+    pub(crate) reclaim: Reclaim<std::task::Waker>,
     stealing: bool,
     /// Set once by shutdown or drop: workers drain what is queued and exit.
     terminate: AtomicBool,
@@ -63,6 +67,7 @@ impl Scheduler {
             stealers: stealers.into(),
             unparkers: unparkers.into(),
             idle: Idle::new(num_workers),
+            reclaim: Reclaim::new(),
             stealing,
             terminate: AtomicBool::new(false),
             exited: Mutex::new(0),
@@ -113,6 +118,8 @@ impl Scheduler {
     /// Tells every worker to drain its queue and exit.
     pub(crate) fn terminate(&self) {
         self.terminate.store(true, SeqCst);
+        // The caller holds the pool (see `reclaim`'s last rule).
+        self.reclaim.close();
         for u in self.unparkers.iter() {
             u.unpark();
         }
@@ -121,8 +128,20 @@ impl Scheduler {
     /// Runs one task. `TaskFuture` catches every panic of the user's future; this catches what
     /// async-task itself may raise while running it, such as a panic in the `Drop` of a
     /// detached task's output, so that the thread survives.
-    pub(crate) fn run_task(runnable: Runnable) {
-        if let Err(p) = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run())) {
+    ///
+    /// A small detached task may finish in this run and leave its allocation to be freed
+    /// here; a reference kept across the run hands that to a spawning thread instead (see
+    /// `reclaim`).
+    pub(crate) fn run_task(&self, runnable: Runnable) {
+        let keep = runnable
+            .metadata()
+            .free_by_spawner()
+            .then(|| runnable.waker());
+        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
+        if let Some(reference) = keep {
+            self.reclaim.defer(reference);
+        }
+        if let Err(p) = ran {
             eprintln!(
                 "async_rayon: a task panicked outside its future (in the drop of its output?): {}",
                 crate::task::panic_message(&*p)
@@ -139,7 +158,7 @@ impl Scheduler {
                 match self.injector.steal() {
                     Steal::Success(r) => {
                         found = true;
-                        Scheduler::run_task(r);
+                        self.run_task(r);
                     }
                     Steal::Retry => continue,
                     Steal::Empty => break,
@@ -150,7 +169,7 @@ impl Scheduler {
                     match s.steal() {
                         Steal::Success(r) => {
                             found = true;
-                            Scheduler::run_task(r);
+                            self.run_task(r);
                         }
                         Steal::Retry => continue,
                         Steal::Empty => break,

@@ -15,7 +15,7 @@ use std::sync::atomic::{Ordering::SeqCst, fence};
 use super::queue::{Steal, Worker};
 use crossbeam_utils::sync::Parker;
 
-use super::{Scheduler, WorkerParts};
+use super::WorkerParts;
 use crate::pool::Shared;
 use crate::task::Runnable;
 
@@ -154,7 +154,7 @@ impl WorkerContext {
                             sched.notify_one();
                         }
                     }
-                    Scheduler::run_task(runnable);
+                    sched.run_task(runnable);
                 }
                 None => {
                     if !self.park(parker, &mut searching) {
@@ -232,7 +232,7 @@ impl WorkerContext {
     /// After terminate: run everything still queued anywhere (all of it cancelled).
     fn drain(&self) {
         while let Some(r) = self.local.pop() {
-            Scheduler::run_task(r);
+            self.pool.sched.run_task(r);
         }
         self.pool.sched.drain_here();
     }

@@ -169,6 +169,9 @@ impl<T> Future for TaskHandle<T> {
 impl<T> Drop for TaskHandle<T> {
     fn drop(&mut self) {
         if let Some(task) = self.task.take() {
+            if !task.is_finished() {
+                task.metadata().mark_detached();
+            }
             task.detach();
         }
     }

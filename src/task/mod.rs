@@ -60,6 +60,11 @@ pub(crate) type JoinTask<T> = async_task::Task<Result<T, TaskError>, TaskMeta>;
 
 /// Set once cancellation of this one task is requested.
 const CANCEL_REQUESTED: u8 = 1;
+/// Set when the task's handle is dropped.
+const DETACHED: u8 = 2;
+/// Set at spawn when the task's future is small enough for its allocation to be handed back
+/// to a spawning thread once it finishes detached (see `scheduler::reclaim`).
+const SMALL: u8 = 4;
 
 /// Per-task state shared by the handle and the running future; lives in the task's own
 /// allocation (async-task metadata), so it costs no extra allocation.
@@ -71,10 +76,10 @@ pub(crate) struct TaskMeta {
 }
 
 impl TaskMeta {
-    pub(crate) fn new(scope: Arc<ScopeShared>) -> Self {
+    pub(crate) fn new(scope: Arc<ScopeShared>, small: bool) -> Self {
         TaskMeta {
             scope,
-            flags: AtomicU8::new(0),
+            flags: AtomicU8::new(if small { SMALL } else { 0 }),
             token: OnceLock::new(),
         }
     }
@@ -123,6 +128,19 @@ impl TaskMeta {
     /// `await_timeout`). Only for whole tasks: a batch item shares its batch's token.
     pub(crate) fn cancel_token_on_timeout(&self) {
         self.token().cancel();
+    }
+
+    /// The handle was dropped: the task runs on, detached.
+    pub(crate) fn mark_detached(&self) {
+        self.flags.fetch_or(DETACHED, Ordering::Relaxed);
+    }
+
+    /// Should the allocation of this task, if it finishes in the coming run, be freed by a
+    /// spawning thread rather than by the worker (see `scheduler::reclaim`)? A hint: a handle
+    /// dropped during the run is simply not seen.
+    #[inline]
+    pub(crate) fn free_by_spawner(&self) -> bool {
+        self.flags.load(Ordering::Relaxed) & (DETACHED | SMALL) == DETACHED | SMALL
     }
 
     /// Sets the cancel flag without touching the token (the token already fired).
@@ -217,8 +235,17 @@ where
     T: Send + 'static,
     B: std::future::Future<Output = Result<T, TaskError>> + Send + 'static,
 {
+    // Free what finished detached tasks left to this pool's spawners (see `scheduler::reclaim`);
+    // `scope` holds the pool.
+    scope
+        .pool
+        .sched
+        .reclaim
+        .release(crate::scheduler::reclaim::RELEASE_PER_SPAWN);
     scope.task_started();
-    let meta = TaskMeta::new(scope.clone());
+    let small = std::mem::size_of::<TaskFuture<'static, B>>()
+        <= crate::scheduler::reclaim::MAX_DEFERRED_FUTURE;
+    let meta = TaskMeta::new(scope.clone(), small);
     // SAFETY: `spawn_unchecked` lets the future borrow the task's metadata, which async-task
     // keeps alive and in place for as long as the future exists. We name that borrow
     // `'static`; it is sound because the only code that sees it is the body built here, which

@@ -1,0 +1,202 @@
+//! [`Reclaim`]: detached tasks' allocations, handed back to be freed by a spawning thread.
+//!
+//! A task's allocation is freed by whoever drops its last reference. For a task whose handle
+//! was dropped (detached), that is the worker that runs it to completion, while the thread
+//! that allocated it keeps spawning. With glibc's allocator the two then meet on the
+//! allocating thread's arena lock, which sleeps on a futex when contended: in the bounded
+//! 1M-task bench (`reserve()`, handles dropped) 64% of all context switches were workers
+//! asleep on that lock inside the task's `free` (benches/NOTES.md).
+//!
+//! So a worker about to run a small detached task keeps a [`Waker`] of it (a reference to
+//! the allocation) and afterwards hands that reference here; the next spawns on the pool
+//! each drop up to [`RELEASE_PER_SPAWN`] of them, so the memory is freed on the spawning
+//! thread (into its own cache, where its next allocation finds it) and the workers never
+//! free a task. The task's future and output are dropped when it finishes, as before; only
+//! the bytes of its allocation wait here.
+//!
+//! # Protocol
+//! 1. [`Reclaim::defer`] keeps a reference, unless the queue is full (then it is dropped at
+//!    once, the old behaviour) or the pool is closed.
+//! 2. [`Reclaim::release`] drops up to `n` kept references on the calling thread.
+//! 3. [`Reclaim::close`] (pool termination) sets `closed`, then drops everything kept. A
+//!    `defer` racing it pushes, fences, then reads `closed`; `close` stores `closed`, fences,
+//!    then drains. Whichever comes second sees the other, so nothing is left behind (loom
+//!    model `loom_reclaim_defer_vs_close`). This matters beyond memory: a kept task holds
+//!    its scope, which holds the pool, so a reference left here would keep the pool alive.
+//!
+//! # Bounds
+//! At most [`CAPACITY`] references are kept per pool, and only for tasks whose future is at
+//! most [`MAX_DEFERRED_FUTURE`] bytes, so at most a few hundred KiB wait here however the pool
+//! is used; a pool that stops spawning keeps them until it is dropped.
+//!
+//! Whoever calls `release` or `close` must hold a strong reference to the pool: dropping a
+//! kept reference may drop the task's scope, and the pool must outlive this queue's use.
+
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::atomic::fence;
+
+use crate::sync::AtomicBool;
+
+/// Most references kept per pool.
+pub(crate) const CAPACITY: usize = 1024;
+/// Largest task future (in bytes) whose allocation is handed back rather than freed by the
+/// worker: small allocations are the ones the allocator caches per thread.
+pub(crate) const MAX_DEFERRED_FUTURE: usize = 512;
+/// References dropped by each spawn: more than the one task a spawn adds, so the queue
+/// drains while spawning goes on.
+pub(crate) const RELEASE_PER_SPAWN: usize = 2;
+
+/// See the module doc. `T` is a task's `Waker`; anything whose drop releases a reference.
+pub(crate) struct Reclaim<T> {
+    queue: Queue<T>,
+    closed: AtomicBool,
+}
+
+impl<T> Reclaim<T> {
+    pub(crate) fn new() -> Self {
+        Reclaim {
+            queue: Queue::new(CAPACITY),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Step 1: keep `reference` for a spawning thread to drop.
+    pub(crate) fn defer(&self, reference: T) {
+        if self.closed.load(SeqCst) {
+            return; // dropped here
+        }
+        if self.queue.push(reference).is_err() {
+            return; // full: dropped here
+        }
+        fence(SeqCst);
+        if self.closed.load(SeqCst) {
+            // `close` may have drained before our push: drain it ourselves.
+            self.drain();
+        }
+    }
+
+    /// Step 2: drops up to `n` kept references on the calling thread.
+    #[inline]
+    pub(crate) fn release(&self, n: usize) {
+        // Checked first because a pop that finds the queue empty costs a `SeqCst` fence,
+        // and most spawns find it empty (no detached tasks).
+        if self.queue.is_empty() {
+            return;
+        }
+        for _ in 0..n {
+            match self.queue.pop() {
+                Some(reference) => drop(reference),
+                None => return,
+            }
+        }
+    }
+
+    /// Step 3: keeps nothing from now on and drops what is kept.
+    pub(crate) fn close(&self) {
+        self.closed.store(true, SeqCst);
+        fence(SeqCst);
+        self.drain();
+    }
+
+    fn drain(&self) {
+        while let Some(reference) = self.queue.pop() {
+            drop(reference);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.queue.len()
+    }
+}
+
+/// crossbeam's bounded lock-free queue; under loom a `Mutex<VecDeque>` with the same
+/// semantics, so the model exercises the protocol above.
+#[cfg(not(loom))]
+struct Queue<T>(crossbeam_queue::ArrayQueue<T>);
+
+#[cfg(not(loom))]
+impl<T> Queue<T> {
+    fn new(capacity: usize) -> Self {
+        Queue(crossbeam_queue::ArrayQueue::new(capacity))
+    }
+    fn push(&self, value: T) -> Result<(), T> {
+        self.0.push(value)
+    }
+    fn pop(&self) -> Option<T> {
+        self.0.pop()
+    }
+    fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
+
+#[cfg(loom)]
+struct Queue<T>(crate::sync::Mutex<std::collections::VecDeque<T>>, usize);
+
+#[cfg(loom)]
+impl<T> Queue<T> {
+    fn new(capacity: usize) -> Self {
+        Queue(
+            crate::sync::Mutex::new(std::collections::VecDeque::new()),
+            capacity,
+        )
+    }
+    fn push(&self, value: T) -> Result<(), T> {
+        let mut q = self.0.lock();
+        if q.len() == self.1 {
+            return Err(value);
+        }
+        q.push_back(value);
+        Ok(())
+    }
+    fn pop(&self) -> Option<T> {
+        self.0.lock().pop_front()
+    }
+    fn is_empty(&self) -> bool {
+        self.0.lock().is_empty()
+    }
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().len()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+
+    #[test]
+    fn kept_references_are_dropped_by_release_then_close() {
+        let reclaim = Reclaim::new();
+        let counted = Arc::new(());
+        for _ in 0..5 {
+            reclaim.defer(counted.clone());
+        }
+        assert_eq!(Arc::strong_count(&counted), 6);
+        reclaim.release(RELEASE_PER_SPAWN);
+        assert_eq!(Arc::strong_count(&counted), 4);
+        reclaim.close();
+        assert_eq!(Arc::strong_count(&counted), 1);
+        reclaim.defer(counted.clone());
+        assert_eq!(Arc::strong_count(&counted), 1, "closed: dropped at once");
+    }
+
+    #[test]
+    fn a_full_queue_drops_the_reference_at_once() {
+        let reclaim = Reclaim::new();
+        let counted = Arc::new(());
+        for _ in 0..CAPACITY + 10 {
+            reclaim.defer(counted.clone());
+        }
+        assert_eq!(reclaim.len(), CAPACITY);
+        assert_eq!(Arc::strong_count(&counted), CAPACITY + 1);
+        reclaim.close();
+        assert_eq!(Arc::strong_count(&counted), 1);
+    }
+}
