@@ -280,10 +280,13 @@ fn loom_scope_drop_vs_task_suspend() {
 #[test]
 fn loom_reclaim_defer_vs_close() {
     loom::model(|| {
-        let reclaim = Arc::new(crate::scheduler::reclaim::Reclaim::new());
+        use crate::scheduler::reclaim::{Batch, Reclaim};
+        let reclaim = Arc::new(Reclaim::new());
         let task = Arc::new(());
-        let (r2, t2) = (reclaim.clone(), task.clone());
-        let worker = thread::spawn(move || r2.defer(t2));
+        let mut batch = Batch::new();
+        let _ = batch.add(task.clone());
+        let r2 = reclaim.clone();
+        let worker = thread::spawn(move || r2.defer(batch));
         reclaim.close();
         worker.join().expect("worker");
         assert_eq!(Arc::strong_count(&task), 1, "a reference was left behind");

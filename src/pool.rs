@@ -657,44 +657,51 @@ mod tests {
         let pool = ThreadPoolInner::new(2, None);
         let scope = Scope::new(pool.clone());
         let shared = Arc::downgrade(&pool.shared);
-        // Hold both workers so that every handle below is dropped before its task runs.
-        let (started, release) = (Arc::new(Barrier::new(3)), Arc::new(Barrier::new(3)));
-        let blockers: Vec<_> = (0..2)
-            .map(|_| {
-                let (s, r) = (started.clone(), release.clone());
-                scope.spawn_with_handle(async move {
-                    s.wait();
-                    r.wait();
+        let kept = || pool.shared.sched.reclaim.len();
+        // Holds both workers until `release`, so that tasks spawned meanwhile wait.
+        let hold_workers = || {
+            let (started, release) = (Arc::new(Barrier::new(3)), Arc::new(Barrier::new(3)));
+            let blockers: Vec<_> = (0..2)
+                .map(|_| {
+                    let (s, r) = (started.clone(), release.clone());
+                    scope.spawn_with_handle(async move {
+                        s.wait();
+                        r.wait();
+                    })
                 })
-            })
-            .collect();
-        started.wait();
-        let n = 100;
-        for i in 0..n {
+                .collect();
+            started.wait();
+            (release, blockers)
+        };
+
+        // Every handle is dropped before its task runs, so every task is detached.
+        let (release, blockers) = hold_workers();
+        for i in 0..100 {
             drop(scope.spawn_with_handle(async move { i }));
         }
         release.wait();
         pool.block_on(scope.join_handles(blockers));
         pool.block_on(scope.wait());
-        // A worker hands the reference over just after its task finished: allow for that.
-        let settle = |want: &dyn Fn(usize) -> bool| {
-            let end = std::time::Instant::now() + Duration::from_secs(60);
-            while !want(pool.shared.sched.reclaim.len()) && std::time::Instant::now() < end {
-                thread::sleep(Duration::from_millis(1));
-            }
-            pool.shared.sched.reclaim.len()
-        };
-        assert_eq!(settle(&|k| k == n), n, "one reference per finished task");
-        // Each spawn frees two kept references and adds at most its own.
-        for _ in 0..10 {
+        // Workers hand their partial batches over when they park: allow for that.
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while kept() < 100 / crate::scheduler::reclaim::BATCH && std::time::Instant::now() < end {
+            thread::sleep(Duration::from_millis(1));
+        }
+        let before = kept();
+        assert!(
+            before >= 100 / crate::scheduler::reclaim::BATCH,
+            "{before} batches kept"
+        );
+
+        // Each spawn frees one batch (the tasks spawned here do not run meanwhile).
+        let (release, blockers) = hold_workers();
+        for _ in 0..before {
             drop(scope.spawn_with_handle(async {}));
         }
-        pool.block_on(scope.wait());
-        let left = settle(&|k| k <= n - 10);
-        assert!(
-            (n - 20..=n - 10).contains(&left),
-            "{left} references kept after 10 spawns (from {n})"
-        );
+        assert_eq!(kept(), 0, "spawns did not free the kept batches");
+        release.wait();
+        pool.block_on(scope.join_handles(blockers));
+
         drop(scope);
         drop(pool);
         assert!(

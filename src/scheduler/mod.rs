@@ -130,23 +130,23 @@ impl Scheduler {
     /// detached task's output, so that the thread survives.
     ///
     /// A small detached task may finish in this run and leave its allocation to be freed
-    /// here; a reference kept across the run hands that to a spawning thread instead (see
-    /// `reclaim`).
-    pub(crate) fn run_task(&self, runnable: Runnable) {
+    /// by whoever drops the last reference. For such a task this returns a reference kept
+    /// across the run, for the worker to hand to a spawning thread (see `reclaim`); dropping
+    /// it instead frees the task here, as without it.
+    #[must_use = "dropping the kept reference frees the task on this thread"]
+    pub(crate) fn run_task(runnable: Runnable) -> Option<std::task::Waker> {
         let keep = runnable
             .metadata()
             .free_by_spawner()
             .then(|| runnable.waker());
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
-        if let Some(reference) = keep {
-            self.reclaim.defer(reference);
-        }
         if let Err(p) = ran {
             eprintln!(
                 "async_rayon: a task panicked outside its future (in the drop of its output?): {}",
                 crate::task::panic_message(&*p)
             );
         }
+        keep
     }
 
     /// Pops and runs whatever is still queued anywhere, on the calling thread. Used after
@@ -158,7 +158,7 @@ impl Scheduler {
                 match self.injector.steal() {
                     Steal::Success(r) => {
                         found = true;
-                        self.run_task(r);
+                        drop(Scheduler::run_task(r));
                     }
                     Steal::Retry => continue,
                     Steal::Empty => break,
@@ -169,7 +169,7 @@ impl Scheduler {
                     match s.steal() {
                         Steal::Success(r) => {
                             found = true;
-                            self.run_task(r);
+                            drop(Scheduler::run_task(r));
                         }
                         Steal::Retry => continue,
                         Steal::Empty => break,

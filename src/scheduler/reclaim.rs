@@ -7,17 +7,20 @@
 //! 1M-task bench (`reserve()`, handles dropped) 64% of all context switches were workers
 //! asleep on that lock inside the task's `free` (benches/NOTES.md).
 //!
-//! So a worker about to run a small detached task keeps a [`Waker`] of it (a reference to
-//! the allocation) and afterwards hands that reference here; the next spawns on the pool
-//! each drop up to [`RELEASE_PER_SPAWN`] of them, so the memory is freed on the spawning
-//! thread (into its own cache, where its next allocation finds it) and the workers never
-//! free a task. The task's future and output are dropped when it finishes, as before; only
-//! the bytes of its allocation wait here.
+//! So a worker about to run a small detached task keeps a [`Waker`](std::task::Waker) of it
+//! (a reference to the allocation), gathers such references in a [`Batch`] of its own, and
+//! hands each full batch here (and a partial one before it parks); each spawn on the pool
+//! drops one batch, so the memory is freed on the spawning thread (into its own cache, where
+//! its next allocations find it) and the workers never free a task. Batches keep the queue's
+//! shared cache lines out of the per-task path: handing references over one at a time cost
+//! the workers 30% of their samples in the queue's `push` (perf, bounded 1M bench). The
+//! task's future and output are dropped when it finishes, as before; only the bytes of its
+//! allocation wait.
 //!
 //! # Protocol
-//! 1. [`Reclaim::defer`] keeps a reference, unless the queue is full (then it is dropped at
+//! 1. [`Reclaim::defer`] keeps a batch, unless the queue is full (then it is dropped at
 //!    once, the old behaviour) or the pool is closed.
-//! 2. [`Reclaim::release`] drops up to `n` kept references on the calling thread.
+//! 2. [`Reclaim::release`] drops one kept batch on the calling thread.
 //! 3. [`Reclaim::close`] (pool termination) sets `closed`, then drops everything kept. A
 //!    `defer` racing it pushes, fences, then reads `closed`; `close` stores `closed`, fences,
 //!    then drains. Whichever comes second sees the other, so nothing is left behind (loom
@@ -25,9 +28,10 @@
 //!    its scope, which holds the pool, so a reference left here would keep the pool alive.
 //!
 //! # Bounds
-//! At most [`CAPACITY`] references are kept per pool, and only for tasks whose future is at
-//! most [`MAX_DEFERRED_FUTURE`] bytes, so at most a few hundred KiB wait here however the pool
-//! is used; a pool that stops spawning keeps them until it is dropped.
+//! At most [`CAPACITY`] batches of [`BATCH`] references are kept per pool, plus one partial
+//! batch per worker, and only for tasks whose future is at most [`MAX_DEFERRED_FUTURE`]
+//! bytes, so at most about a MiB waits here however the pool is used; a pool that stops
+//! spawning keeps them until it is dropped.
 //!
 //! Whoever calls `release` or `close` must hold a strong reference to the pool: dropping a
 //! kept reference may drop the task's scope, and the pool must outlive this queue's use.
@@ -37,18 +41,44 @@ use std::sync::atomic::fence;
 
 use crate::sync::AtomicBool;
 
-/// Most references kept per pool.
-pub(crate) const CAPACITY: usize = 1024;
+/// References handed over at a time.
+pub(crate) const BATCH: usize = 16;
+/// Most batches kept per pool.
+pub(crate) const CAPACITY: usize = 64;
 /// Largest task future (in bytes) whose allocation is handed back rather than freed by the
 /// worker: small allocations are the ones the allocator caches per thread.
 pub(crate) const MAX_DEFERRED_FUTURE: usize = 512;
-/// References dropped by each spawn: more than the one task a spawn adds, so the queue
-/// drains while spawning goes on.
-pub(crate) const RELEASE_PER_SPAWN: usize = 2;
+/// Up to [`BATCH`] references gathered by one worker. Dropping it drops them.
+pub(crate) struct Batch<T> {
+    refs: [Option<T>; BATCH],
+    len: usize,
+}
+
+impl<T> Batch<T> {
+    pub(crate) fn new() -> Self {
+        Batch {
+            refs: std::array::from_fn(|_| None),
+            len: 0,
+        }
+    }
+
+    /// Adds `reference`; when that fills the batch, returns it (leaving an empty one here).
+    #[inline]
+    pub(crate) fn add(&mut self, reference: T) -> Option<Batch<T>> {
+        self.refs[self.len] = Some(reference);
+        self.len += 1;
+        (self.len == BATCH).then(|| std::mem::replace(self, Batch::new()))
+    }
+
+    /// The references gathered so far, if any, leaving an empty batch here.
+    pub(crate) fn take(&mut self) -> Option<Batch<T>> {
+        (self.len > 0).then(|| std::mem::replace(self, Batch::new()))
+    }
+}
 
 /// See the module doc. `T` is a task's `Waker`; anything whose drop releases a reference.
 pub(crate) struct Reclaim<T> {
-    queue: Queue<T>,
+    queue: Queue<Batch<T>>,
     closed: AtomicBool,
 }
 
@@ -60,12 +90,12 @@ impl<T> Reclaim<T> {
         }
     }
 
-    /// Step 1: keep `reference` for a spawning thread to drop.
-    pub(crate) fn defer(&self, reference: T) {
+    /// Step 1: keep `batch` for a spawning thread to drop.
+    pub(crate) fn defer(&self, batch: Batch<T>) {
         if self.closed.load(SeqCst) {
             return; // dropped here
         }
-        if self.queue.push(reference).is_err() {
+        if self.queue.push(batch).is_err() {
             return; // full: dropped here
         }
         fence(SeqCst);
@@ -75,19 +105,13 @@ impl<T> Reclaim<T> {
         }
     }
 
-    /// Step 2: drops up to `n` kept references on the calling thread.
+    /// Step 2: drops one kept batch on the calling thread.
     #[inline]
-    pub(crate) fn release(&self, n: usize) {
+    pub(crate) fn release(&self) {
         // Checked first because a pop that finds the queue empty costs a `SeqCst` fence,
         // and most spawns find it empty (no detached tasks).
-        if self.queue.is_empty() {
-            return;
-        }
-        for _ in 0..n {
-            match self.queue.pop() {
-                Some(reference) => drop(reference),
-                None => return,
-            }
+        if !self.queue.is_empty() {
+            drop(self.queue.pop());
         }
     }
 
@@ -99,8 +123,8 @@ impl<T> Reclaim<T> {
     }
 
     fn drain(&self) {
-        while let Some(reference) = self.queue.pop() {
-            drop(reference);
+        while let Some(batch) = self.queue.pop() {
+            drop(batch);
         }
     }
 
@@ -171,28 +195,47 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    fn batch_of(counted: &Arc<()>, n: usize) -> Batch<Arc<()>> {
+        let mut batch = Batch::new();
+        for _ in 0..n {
+            assert!(batch.add(counted.clone()).is_none());
+        }
+        batch
+    }
+
     #[test]
-    fn kept_references_are_dropped_by_release_then_close() {
+    fn a_batch_is_handed_over_when_full() {
+        let counted = Arc::new(());
+        let mut batch = batch_of(&counted, BATCH - 1);
+        let full = batch.add(counted.clone()).expect("full at BATCH");
+        assert_eq!((full.len, batch.len), (BATCH, 0));
+        assert!(batch.take().is_none(), "nothing gathered");
+        drop(full);
+        assert_eq!(Arc::strong_count(&counted), 1);
+    }
+
+    #[test]
+    fn kept_batches_are_dropped_by_release_then_close() {
         let reclaim = Reclaim::new();
         let counted = Arc::new(());
-        for _ in 0..5 {
-            reclaim.defer(counted.clone());
+        for _ in 0..3 {
+            reclaim.defer(batch_of(&counted, 2));
         }
-        assert_eq!(Arc::strong_count(&counted), 6);
-        reclaim.release(RELEASE_PER_SPAWN);
-        assert_eq!(Arc::strong_count(&counted), 4);
+        assert_eq!(Arc::strong_count(&counted), 7);
+        reclaim.release();
+        assert_eq!(Arc::strong_count(&counted), 5);
         reclaim.close();
         assert_eq!(Arc::strong_count(&counted), 1);
-        reclaim.defer(counted.clone());
+        reclaim.defer(batch_of(&counted, 1));
         assert_eq!(Arc::strong_count(&counted), 1, "closed: dropped at once");
     }
 
     #[test]
-    fn a_full_queue_drops_the_reference_at_once() {
+    fn a_full_queue_drops_the_batch_at_once() {
         let reclaim = Reclaim::new();
         let counted = Arc::new(());
         for _ in 0..CAPACITY + 10 {
-            reclaim.defer(counted.clone());
+            reclaim.defer(batch_of(&counted, 1));
         }
         assert_eq!(reclaim.len(), CAPACITY);
         assert_eq!(Arc::strong_count(&counted), CAPACITY + 1);

@@ -8,14 +8,15 @@
 //!    peer's deque from a random start (skipped when work stealing is off);
 //! 4. nothing found: park (see `idle` and `README.md`).
 
-use std::cell::{Cell, OnceCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::sync::Arc;
 use std::sync::atomic::{Ordering::SeqCst, fence};
 
 use super::queue::{Steal, Worker};
 use crossbeam_utils::sync::Parker;
 
-use super::WorkerParts;
+use super::reclaim::Batch;
+use super::{Scheduler, WorkerParts};
 use crate::pool::Shared;
 use crate::task::Runnable;
 
@@ -30,6 +31,9 @@ struct WorkerContext {
     local: Worker<Runnable>,
     /// False once the loop has ended: later wakes on this thread go to the injector.
     running: Cell<bool>,
+    /// References to finished detached tasks, handed to the pool's spawners a batch at a
+    /// time (see `reclaim`).
+    gathered: RefCell<Batch<std::task::Waker>>,
 }
 
 thread_local! {
@@ -103,6 +107,7 @@ pub(crate) fn run_worker(pool: Arc<Shared>, index: usize, parts: WorkerParts) {
             index,
             local,
             running: Cell::new(true),
+            gathered: RefCell::new(Batch::new()),
         });
         ctx.run(&parker);
         ctx.running.set(false);
@@ -154,7 +159,9 @@ impl WorkerContext {
                             sched.notify_one();
                         }
                     }
-                    sched.run_task(runnable);
+                    if let Some(reference) = Scheduler::run_task(runnable) {
+                        self.gather(reference);
+                    }
                 }
                 None => {
                     if !self.park(parker, &mut searching) {
@@ -209,6 +216,10 @@ impl WorkerContext {
     /// is searching (its notifier counted it so).
     fn park(&self, parker: &Parker, searching: &mut bool) -> bool {
         let sched = &self.pool.sched;
+        // Nothing waits in this worker while it sleeps.
+        if let Some(batch) = self.gathered.borrow_mut().take() {
+            sched.reclaim.defer(batch);
+        }
         let was_last_searcher = sched
             .idle
             .transition_worker_to_parked(self.index, *searching);
@@ -229,10 +240,20 @@ impl WorkerContext {
         true
     }
 
+    /// Keeps a reference to a finished detached task; hands the batch over when it is full.
+    #[inline]
+    fn gather(&self, reference: std::task::Waker) {
+        let full = self.gathered.borrow_mut().add(reference);
+        if let Some(batch) = full {
+            self.pool.sched.reclaim.defer(batch);
+        }
+    }
+
     /// After terminate: run everything still queued anywhere (all of it cancelled).
     fn drain(&self) {
         while let Some(r) = self.local.pop() {
-            self.pool.sched.run_task(r);
+            // Terminated: the pool frees what it kept, so free here too.
+            drop(Scheduler::run_task(r));
         }
         self.pool.sched.drain_here();
     }

@@ -237,11 +237,7 @@ where
 {
     // Free what finished detached tasks left to this pool's spawners (see `scheduler::reclaim`);
     // `scope` holds the pool.
-    scope
-        .pool
-        .sched
-        .reclaim
-        .release(crate::scheduler::reclaim::RELEASE_PER_SPAWN);
+    scope.pool.sched.reclaim.release();
     scope.task_started();
     let small = std::mem::size_of::<TaskFuture<'static, B>>()
         <= crate::scheduler::reclaim::MAX_DEFERRED_FUTURE;
