@@ -8,6 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 
+use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -27,8 +28,12 @@ pub(crate) struct ScopeShared {
     pub(crate) pool: Arc<Shared>,
     pub(crate) token: CancellationToken,
     cancelled: AtomicBool,
-    /// Admitted, unfinished tasks of this scope, detached ones included.
-    live: AtomicUsize,
+    /// Admitted, unfinished tasks of this scope, detached ones included. Padded: it changes
+    /// at every spawn and every finish, and on a shared cache line it made each spawn's
+    /// `Arc` clone of this struct (the header sits just before it) and every task's reads of
+    /// `pool` and `cancelled` miss (perf: the clone and this increment were 80% of
+    /// `spawn_admitted`'s samples).
+    live: CachePadded<AtomicUsize>,
     /// Callers inside `wait()`; a task that takes `live` to zero notifies only if some exist.
     waiting: AtomicUsize,
     idle: Notify,
@@ -111,7 +116,7 @@ impl Scope {
             pool: pool.shared().clone(),
             token: pool.shared().token.child_token(),
             cancelled: AtomicBool::new(false),
-            live: AtomicUsize::new(0),
+            live: CachePadded::new(AtomicUsize::new(0)),
             waiting: AtomicUsize::new(0),
             idle: Notify::new(),
         });
