@@ -166,3 +166,22 @@ pub fn batch_process(
 ) -> Vec<Result<u64, async_rayon::TaskError>> {
     pool.block_on(scope.batch_process(data.to_vec(), 4, |x| async move { work(x) }))
 }
+
+/// Items of the CPU-scaling bench.
+pub const SCALING_ITEMS: u64 = 2_000;
+
+/// CPU-bound items (20k rounds of `work` each) through `batch_process_with`, 50 per batch,
+/// 8 batches at a time: the CPU-scaling bench, run on a 1-thread and a 2-thread pool.
+pub fn cpu_bound_batches(
+    pool: &async_rayon::ThreadPoolInner,
+    scope: &async_rayon::Scope,
+) -> Vec<Result<u64, async_rayon::TaskError>> {
+    fn spin(x: u64) -> u64 {
+        (0..20_000u64).fold(x, |a, k| work(a ^ k))
+    }
+    pool.block_on(scope.batch_process_with(
+        0..SCALING_ITEMS,
+        async_rayon::BatchOptions::new(8).batch_size(50),
+        |x| async move { spin(x) },
+    ))
+}

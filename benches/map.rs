@@ -7,7 +7,7 @@ mod common;
 
 use std::time::Duration;
 
-use async_rayon::{BatchOptions, Scope, ThreadPoolInner};
+use async_rayon::{Scope, ThreadPoolInner};
 use common::work;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use futures::StreamExt;
@@ -54,28 +54,16 @@ fn map(c: &mut Criterion) {
 
 /// CPU-bound items: throughput with 2 threads against 1.
 fn scaling(c: &mut Criterion) {
-    const ITEMS: u64 = 2_000;
-    fn spin(x: u64) -> u64 {
-        (0..20_000u64).fold(x, |a, k| work(a ^ k))
-    }
     let mut g = c.benchmark_group("cpu_scaling");
-    g.sample_size(10).throughput(Throughput::Elements(ITEMS));
+    g.sample_size(10)
+        .throughput(Throughput::Elements(common::SCALING_ITEMS));
     for threads in [1usize, 2] {
         let pool = ThreadPoolInner::new(threads, None);
         let scope = Scope::new(pool.clone());
         g.bench_with_input(
             BenchmarkId::new("batch_process", threads),
             &threads,
-            |b, _| {
-                b.iter(|| {
-                    let out = pool.block_on(scope.batch_process_with(
-                        0..ITEMS,
-                        BatchOptions::new(8).batch_size(50),
-                        |x| async move { spin(x) },
-                    ));
-                    std::hint::black_box(out)
-                })
-            },
+            |b, _| b.iter(|| std::hint::black_box(common::cpu_bound_batches(&pool, &scope))),
         );
     }
     g.finish();

@@ -1,4 +1,5 @@
-//! The 1M-item rows with targets, measured in rotated order: `cargo bench --bench ratios`.
+//! The 1M-item rows with targets and the CPU-scaling row, measured in rotated order:
+//! `cargo bench --bench ratios`.
 //!
 //! Criterion's quick mode takes a few samples of each system one after the other, so on a
 //! shared machine one slow phase can land on one system only and decide a ratio (see the
@@ -104,6 +105,24 @@ fn main() {
         ],
     );
     drop((bounded_scope, bounded));
+
+    let (one, two) = (ThreadPoolInner::new(1, None), ThreadPoolInner::new(2, None));
+    let (one_scope, two_scope) = (Scope::new(one.clone()), Scope::new(two.clone()));
+    group(
+        "cpu_scaling",
+        rounds * 2,
+        vec![
+            (
+                "1_thread",
+                Box::new(|| drop(common::cpu_bound_batches(&one, &one_scope))),
+            ),
+            (
+                "2_threads",
+                Box::new(|| drop(common::cpu_bound_batches(&two, &two_scope))),
+            ),
+        ],
+    );
+    drop((one_scope, two_scope, one, two));
 
     let data: Vec<u64> = (0..N as u64).collect();
     let rp = rayon::ThreadPoolBuilder::new()
