@@ -1,4 +1,4 @@
-//! The 1M-item rows with targets and the CPU-scaling row, measured in rotated order:
+//! The spawn, bounded, map and CPU-scaling rows with targets, measured in rotated order:
 //! `cargo bench --bench ratios`.
 //!
 //! Criterion's quick mode takes a few samples of each system one after the other, so on a
@@ -68,6 +68,26 @@ fn main() {
         task_timeout: Some(Duration::from_secs(30)),
     });
     let controlled_scope = Scope::new(controlled.clone());
+    group(
+        "spawn_await_10k",
+        rounds * 6,
+        vec![
+            (
+                "tokio::spawn",
+                Box::new(|| common::tokio_spawn_await(&rt, 10_000)),
+            ),
+            (
+                "async_rayon",
+                Box::new(|| common::async_rayon_spawn_await(&bare, &bare_scope, 10_000)),
+            ),
+            (
+                "async_rayon+controls",
+                Box::new(|| {
+                    common::async_rayon_spawn_await(&controlled, &controlled_scope, 10_000)
+                }),
+            ),
+        ],
+    );
     group(
         "spawn_await_1M",
         rounds,
