@@ -185,3 +185,14 @@ pub fn cpu_bound_batches(
         |x| async move { spin(x) },
     ))
 }
+
+/// The "all controls on" pool of the spawn rows: 2 threads, `max_pending`, a 30 s
+/// `task_timeout` (never reached; it is the per-task cost of having one that is measured).
+pub fn controlled_pool(max_pending: usize) -> Arc<async_rayon::ThreadPoolInner> {
+    async_rayon::ThreadPoolInner::with_config(async_rayon::Config {
+        num_threads: 2,
+        max_pending: Some(max_pending),
+        enable_work_stealing: true,
+        task_timeout: Some(std::time::Duration::from_secs(30)),
+    })
+}

@@ -17,7 +17,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use async_rayon::{Config, Scope, ThreadPoolInner};
+use async_rayon::{Scope, ThreadPoolInner};
 
 const N: usize = 1_000_000;
 const BOUND: usize = 10_000;
@@ -61,12 +61,7 @@ fn main() {
 
     let bare = ThreadPoolInner::new(2, None);
     let bare_scope = Scope::new(bare.clone());
-    let controlled = ThreadPoolInner::with_config(Config {
-        num_threads: 2,
-        max_pending: Some(N),
-        enable_work_stealing: true,
-        task_timeout: Some(Duration::from_secs(30)),
-    });
+    let controlled = common::controlled_pool(N);
     let controlled_scope = Scope::new(controlled.clone());
     group(
         "spawn_await_10k",

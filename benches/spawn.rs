@@ -6,7 +6,7 @@ mod common;
 
 use std::time::Duration;
 
-use async_rayon::{Config, Scope, ThreadPoolInner};
+use async_rayon::{Scope, ThreadPoolInner};
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 
 const COUNTS: [usize; 2] = [10_000, 1_000_000];
@@ -36,12 +36,7 @@ fn spawn_await(c: &mut Criterion) {
         g.bench_with_input(BenchmarkId::new("async_rayon", n), &n, |b, &n| {
             b.iter(|| common::async_rayon_spawn_await(&pool, &scope, n))
         });
-        let pool = ThreadPoolInner::with_config(Config {
-            num_threads: 2,
-            max_pending: Some(n),
-            enable_work_stealing: true,
-            task_timeout: Some(Duration::from_secs(30)),
-        });
+        let pool = common::controlled_pool(n);
         let scope = Scope::new(pool.clone());
         g.bench_with_input(BenchmarkId::new("async_rayon+controls", n), &n, |b, &n| {
             b.iter(|| common::async_rayon_spawn_await(&pool, &scope, n))
