@@ -216,8 +216,10 @@ impl WorkerContext {
     /// is searching (its notifier counted it so).
     fn park(&self, parker: &Parker, searching: &mut bool) -> bool {
         let sched = &self.pool.sched;
-        // Nothing waits in this worker while it sleeps.
-        if let Some(batch) = self.gathered.borrow_mut().take() {
+        // Nothing waits in this worker while it sleeps. (The borrow ends before `defer`,
+        // which may drop the batch.)
+        let gathered = self.gathered.borrow_mut().take();
+        if let Some(batch) = gathered {
             sched.reclaim.defer(batch);
         }
         let was_last_searcher = sched
