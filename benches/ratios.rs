@@ -11,7 +11,8 @@
 //! ratios <group> <system> median_ns=<ns> rounds=<n>
 //! ```
 //!
-//! `ROUNDS=<n>` sets the number of rounds (default 7).
+//! `ROUNDS=<n>` sets the number of rounds (default 7); `ONLY=<name>,<name>` runs only the
+//! groups named (for A/B runs of one row).
 
 mod common;
 
@@ -27,6 +28,11 @@ type System<'a> = (&'static str, Box<dyn FnMut() + 'a>);
 
 /// Runs every system once per round, the first one rotating, and prints the medians.
 fn group(name: &str, rounds: usize, mut systems: Vec<System<'_>>) {
+    if let Ok(wanted) = std::env::var("ONLY")
+        && !wanted.split(',').any(|g| g == name)
+    {
+        return;
+    }
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); systems.len()];
     for round in 0..rounds {
         for k in 0..systems.len() {
