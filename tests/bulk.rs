@@ -116,6 +116,38 @@ fn item_failures_stay_with_their_item() {
     check(pool.block_on(scope.par_map_async(&(0..8u32).collect::<Vec<_>>(), |&i| work(i))));
 }
 
+/// Within one batch, items done in their first poll, items that suspend (each keeping its
+/// own future alive) and items that panic, in any mix, each end in their own slot.
+#[test]
+fn mixed_items_in_one_batch_keep_their_slots() {
+    let pool = pool(2, None);
+    let scope = Scope::new(pool.clone());
+    let work = |i: u32| async move {
+        match i % 4 {
+            1 | 2 => {
+                tokio::task::yield_now().await;
+                i * 10
+            }
+            3 if i % 8 == 3 => panic!("item {i}"),
+            _ => i * 10,
+        }
+    };
+    let options = BatchOptions::new(2).batch_size(64);
+    let results = pool.block_on(scope.batch_process_with(0..256u32, options, work));
+    assert_eq!(results.len(), 256);
+    for (i, r) in results.iter().enumerate() {
+        if i % 8 == 3 {
+            assert_eq!(
+                r,
+                &Err(TaskError::Panicked(format!("item {i}"))),
+                "item {i}"
+            );
+        } else {
+            assert_eq!(r, &Ok(i as u32 * 10), "item {i}");
+        }
+    }
+}
+
 /// A panic in the user's function itself (before any future exists) is that item's error.
 #[test]
 fn panic_building_the_future_is_an_item_error() {

@@ -32,6 +32,7 @@ use crate::error::TaskError;
 use crate::metrics::Outcome;
 use crate::pool::Shared;
 use crate::sync::Mutex;
+use crate::task::CancelProbe;
 use crate::task::{self, Guarded, TaskHandle, TaskMeta, panic_message};
 
 /// Most items per batch when the size is chosen automatically.
@@ -526,41 +527,49 @@ where
         self.suspended.push(Suspended { index, unit });
     }
 
-    /// The fast path for one item: call `f` and poll its future once, in a box reused from
-    /// the previous item, all under one panic guard. An item done in that poll (the common
-    /// case for CPU work) needs none of `Guarded`'s other machinery: no timer (the fast path
-    /// is only taken without `task_timeout`), no latency sample, and its outcome goes to the
-    /// batch's tally. One that suspends becomes a `Guarded` unit from there on.
+    /// The fast path, item after item until the items run out or the batch is cancelled:
+    /// call `f` and poll its future once, in a box kept across the items, under one panic
+    /// guard per item. An item done in that poll (the common case for CPU work) needs none
+    /// of `Guarded`'s other machinery: no timer (the fast path is only taken without
+    /// `task_timeout`), no latency sample, and its outcome goes to the batch's tally. One
+    /// that suspends becomes a `Guarded` unit from there on, taking the box with it.
     #[inline(always)]
-    fn start_fast(&mut self, item: T, cx: &mut Context<'_>) {
-        let f = &*self.f;
+    fn start_fast(&mut self, cancel: &CancelProbe<'_>, cx: &mut Context<'_>) {
         let mut slot = self.spare.take().unwrap_or_else(|| Box::pin(None));
-        let ran = catch_unwind(AssertUnwindSafe(|| {
-            slot.set(Some(f(item)));
-            let polled = match slot.as_mut().as_pin_mut() {
-                Some(fut) => fut.poll(cx),
-                None => Poll::Pending,
+        while !cancel.requested() {
+            let Some(item) = self.items.next() else {
+                break;
             };
-            if polled.is_ready() {
-                // Done in one poll: drop the future in place.
-                slot.set(None);
-            }
-            polled
-        }));
-        let result = match ran {
-            Ok(Poll::Ready(v)) => Ok(v),
-            Ok(Poll::Pending) => {
-                let unit = Guarded::item(self.meta, Ok(Slot(slot)));
-                return self.suspend(unit);
-            }
-            // `f`, `poll` or the future's `Drop` panicked: drop what is left of the future
-            // (a panic there too is the same outcome) and report the first panic.
-            Err(p) => {
-                let _ = catch_unwind(AssertUnwindSafe(|| slot.set(None)));
-                Err(TaskError::Panicked(panic_message(&*p)))
-            }
-        };
-        self.finished(None, result);
+            let f = &*self.f;
+            let ran = catch_unwind(AssertUnwindSafe(|| {
+                slot.set(Some(f(item)));
+                let polled = match slot.as_mut().as_pin_mut() {
+                    Some(fut) => fut.poll(cx),
+                    None => Poll::Pending,
+                };
+                if polled.is_ready() {
+                    // Done in one poll: drop the future in place.
+                    slot.set(None);
+                }
+                polled
+            }));
+            let result = match ran {
+                Ok(Poll::Ready(v)) => Ok(v),
+                Ok(Poll::Pending) => {
+                    let suspended = std::mem::replace(&mut slot, Box::pin(None));
+                    let unit = Guarded::item(self.meta, Ok(Slot(suspended)));
+                    self.suspend(unit);
+                    continue;
+                }
+                // `f`, `poll` or the future's `Drop` panicked: drop what is left of the
+                // future (a panic there too is the same outcome) and report the first panic.
+                Err(p) => {
+                    let _ = catch_unwind(AssertUnwindSafe(|| slot.set(None)));
+                    Err(TaskError::Panicked(panic_message(&*p)))
+                }
+            };
+            self.finished(None, result);
+        }
         self.spare = Some(slot);
     }
 }
@@ -614,14 +623,13 @@ where
         let meta = this.meta;
         // Start every item not started yet, polling each once in place. Cancellation is
         // checked before each item.
-        let fast = meta.pool().task_timeout.is_none();
         let cancel = meta.cancel_probe();
+        if meta.pool().task_timeout.is_none() {
+            this.start_fast(&cancel, cx);
+        }
+        // With a `task_timeout`, or once cancelled: the rest take the general path.
         while let Some(item) = this.items.next() {
-            if fast && !cancel.requested() {
-                this.start_fast(item, cx);
-            } else {
-                this.start_guarded(item, cx);
-            }
+            this.start_guarded(item, cx);
         }
         if meta.cancel_requested() {
             // Suspended items are only polled when woken; poll each once so it finishes.
