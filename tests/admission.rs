@@ -5,12 +5,11 @@ mod common;
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_rayon::{Config, Scope, SpawnError, TaskError, ThreadPoolInner};
-use common::drop_flag;
+use common::probed;
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
@@ -49,24 +48,15 @@ async fn spawn_when_full_is_rejected_without_running() {
     let gate = CancellationToken::new();
     let held = occupy(&scope, &gate, 2);
 
-    let ran = Arc::new(AtomicBool::new(false));
-    let (guard, dropped) = drop_flag();
-    let r = ran.clone();
-    let rejected = scope.spawn_with_handle(async move {
-        let _guard = guard;
-        r.store(true, Ordering::SeqCst);
-        1
-    });
-    assert!(
-        dropped.load(Ordering::SeqCst),
-        "rejected future was not dropped at once"
-    );
+    let (future, probe) = probed(1);
+    let rejected = scope.spawn_with_handle(future);
+    assert!(probe.dropped(), "rejected future was not dropped at once");
     assert!(
         rejected.is_finished(),
         "rejected handle is not already finished"
     );
     assert_eq!(rejected.now_or_never(), Some(Err(TaskError::Rejected)));
-    assert!(!ran.load(Ordering::SeqCst), "rejected future was polled");
+    assert!(!probe.polled(), "rejected future was polled");
 
     // The admitted tasks are unaffected.
     gate.cancel();
@@ -82,18 +72,10 @@ async fn try_spawn_when_full_returns_full() {
     let gate = CancellationToken::new();
     let held = occupy(&scope, &gate, 3);
 
-    let ran = Arc::new(AtomicBool::new(false));
-    let (guard, dropped) = drop_flag();
-    let r = ran.clone();
-    let res = scope.try_spawn_with_handle(async move {
-        let _guard = guard;
-        r.store(true, Ordering::SeqCst);
-    });
+    let (future, probe) = probed(());
+    let res = scope.try_spawn_with_handle(future);
     assert!(matches!(res, Err(SpawnError::Full)), "{res:?}");
-    assert!(
-        dropped.load(Ordering::SeqCst),
-        "refused future was not dropped"
-    );
+    assert!(probe.dropped(), "refused future was not dropped");
     // Another scope on the same pool sees the same bound.
     let other = Scope::new(pool.clone());
     assert!(matches!(
@@ -104,7 +86,7 @@ async fn try_spawn_when_full_returns_full() {
     gate.cancel();
     assert_eq!(scope.join_handles(held).await, vec![Ok(0), Ok(1), Ok(2)]);
     tokio::time::sleep(Duration::from_millis(20)).await;
-    assert!(!ran.load(Ordering::SeqCst), "refused future ran");
+    assert!(!probe.polled(), "refused future ran");
 }
 
 /// The bound is per pool and frees up: with room again, try_spawn succeeds.
@@ -347,19 +329,11 @@ async fn shutdown_refuses_new_work() {
         .expect("reserve after shutdown returns at once");
     assert!(matches!(res, Err(SpawnError::Shutdown)), "{res:?}");
 
-    let ran = Arc::new(AtomicBool::new(false));
-    let (guard, dropped) = drop_flag();
-    let r = ran.clone();
-    let h = scope.spawn_with_handle(async move {
-        let _guard = guard;
-        r.store(true, Ordering::SeqCst);
-    });
-    assert!(
-        dropped.load(Ordering::SeqCst),
-        "refused future not dropped at once"
-    );
+    let (future, probe) = probed(());
+    let h = scope.spawn_with_handle(future);
+    assert!(probe.dropped(), "refused future not dropped at once");
     assert_eq!(h.now_or_never(), Some(Err(TaskError::Shutdown)));
-    assert!(!ran.load(Ordering::SeqCst));
+    assert!(!probe.polled(), "refused future was polled");
     // A new scope on the shut-down pool is refused too.
     let late = Scope::new(pool.clone());
     assert_eq!(

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_rayon::{Scope, TaskError};
-use common::{drop_flag, eventually_async, pool, start_silent_server, within};
+use common::{
+    drop_flag, eventually_async, pool, probed, spawn_detached_forever, start_silent_server, within,
+};
 use tokio::io::AsyncReadExt;
 use tokio_util::sync::CancellationToken;
 
@@ -33,28 +35,16 @@ async fn cancel_before_start_never_runs() {
         "blocker never started"
     );
 
-    let ran = Arc::new(AtomicBool::new(false));
-    let (guard, dropped) = drop_flag();
-    let r = ran.clone();
-    let target = scope.spawn_with_handle(async move {
-        let _guard = guard;
-        r.store(true, Ordering::SeqCst);
-        5
-    });
+    let (future, probe) = probed(5);
+    let target = scope.spawn_with_handle(future);
     target.cancel();
     release.store(true, Ordering::SeqCst);
     assert_eq!(
         within(2, "cancelled queued task", target).await,
         Err(TaskError::Cancelled)
     );
-    assert!(
-        dropped.load(Ordering::SeqCst),
-        "future not dropped before handle resolved"
-    );
-    assert!(
-        !ran.load(Ordering::SeqCst),
-        "cancelled-before-start task ran"
-    );
+    assert!(probe.dropped(), "future not dropped before handle resolved");
+    assert!(!probe.polled(), "cancelled-before-start task ran");
     assert_eq!(within(2, "blocker", blocker).await, Ok(()));
 }
 
@@ -321,11 +311,7 @@ async fn scope_cancel_only_affects_its_own_tasks() {
             1
         }));
     }
-    let (det_guard, det_flag) = drop_flag();
-    drop(a.spawn_with_handle(async move {
-        let _guard = det_guard;
-        std::future::pending::<()>().await;
-    }));
+    let det_flag = spawn_detached_forever(&a);
     let b_gate = CancellationToken::new();
     let g = b_gate.clone();
     let b_handle = b.spawn_with_handle(async move {
@@ -376,11 +362,7 @@ async fn dropping_scope_cancels_its_tasks() {
         let _guard = guard;
         tokio::time::sleep(Duration::from_secs(3600)).await;
     });
-    let (det_guard, det_dropped) = drop_flag();
-    drop(scope.spawn_with_handle(async move {
-        let _guard = det_guard;
-        std::future::pending::<()>().await;
-    }));
+    let det_dropped = spawn_detached_forever(&scope);
     let survivor = other.spawn_with_handle(async {
         tokio::time::sleep(Duration::from_millis(100)).await;
         "survived"

@@ -72,13 +72,7 @@ async fn non_string_panic_payload_is_reported() {
 async fn worker_thread_survives_panics() {
     let pool = pool(1);
     let scope = Scope::new(pool.clone());
-    let before = within(
-        2,
-        "first task",
-        scope.spawn_with_handle(async { std::thread::current().id() }),
-    )
-    .await
-    .expect("first task ok");
+    let before = worker_thread(&scope, "first task").await;
     let panics: Vec<_> = (0..20)
         .map(|i: u32| {
             scope.spawn_with_handle(async move {
@@ -97,16 +91,21 @@ async fn worker_thread_survives_panics() {
         let msg = panic_message::<()>(r);
         assert!(msg.contains(&format!("panic {i}")), "message: {msg:?}");
     }
-    let after = within(
-        2,
-        "task after panics",
-        scope.spawn_with_handle(async { std::thread::current().id() }),
-    )
-    .await
-    .expect("task after panics ok");
+    let after = worker_thread(&scope, "task after panics").await;
     assert_eq!(before, after, "the worker thread was replaced after panics");
     let value = within(2, "more work", scope.spawn_with_handle(async { 5 })).await;
     assert_eq!(value, Ok(5));
+}
+
+/// The id of the worker thread that runs a task spawned on `scope` now.
+async fn worker_thread(scope: &Scope, what: &str) -> std::thread::ThreadId {
+    within(
+        2,
+        what,
+        scope.spawn_with_handle(async { std::thread::current().id() }),
+    )
+    .await
+    .unwrap_or_else(|e| panic!("{what}: {e}"))
 }
 
 struct PanicOnDrop(&'static str);
@@ -125,13 +124,7 @@ impl Drop for PanicOnDrop {
 async fn panic_in_drop_during_cancel_is_contained() {
     let pool = pool(1);
     let scope = Scope::new(pool.clone());
-    let before = within(
-        2,
-        "first task",
-        scope.spawn_with_handle(async { std::thread::current().id() }),
-    )
-    .await
-    .expect("first task ok");
+    let before = worker_thread(&scope, "first task").await;
     let started = Arc::new(AtomicBool::new(false));
     let s = started.clone();
     let h = scope.spawn_with_handle(async move {
@@ -149,13 +142,7 @@ async fn panic_in_drop_during_cancel_is_contained() {
         Err(TaskError::Cancelled) => {}
         other => panic!("expected Panicked or Cancelled, got {other:?}"),
     }
-    let after = within(
-        2,
-        "task after drop panic",
-        scope.spawn_with_handle(async { std::thread::current().id() }),
-    )
-    .await
-    .expect("task after drop panic ok");
+    let after = worker_thread(&scope, "task after drop panic").await;
     assert_eq!(
         before, after,
         "the worker thread was replaced after a Drop panic"

@@ -4,21 +4,13 @@
 
 mod common;
 
-use common::eventually;
+use common::{drop_flag, eventually, probed};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use async_rayon::{Config, Scope, SpawnError, TaskError, TaskHandle, ThreadPoolInner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// Sets its flag when dropped: shows when a task's future is gone.
-struct DropFlag(Arc<AtomicBool>);
-impl Drop for DropFlag {
-    fn drop(&mut self) {
-        self.0.store(true, SeqCst);
-    }
-}
 
 /// A loopback TCP server that accepts connections and never answers.
 async fn silent_server() -> std::net::SocketAddr {
@@ -74,8 +66,7 @@ fn p1_each_handle_resolves_once_after_the_future_is_dropped() {
         pool.block_on(scope.spawn_with_handle(async { "v" })),
         Ok("v")
     );
-    let dropped = Arc::new(AtomicBool::new(false));
-    let flag = DropFlag(dropped.clone());
+    let (flag, dropped) = drop_flag();
     let h = scope.spawn_with_handle(async move {
         let _flag = flag;
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -105,25 +96,17 @@ fn p2_admission_refuses_or_waits() {
     };
     let a = scope.spawn_with_handle(hold(rx_a));
     let b = scope.spawn_with_handle(hold(rx_b));
-    let ran = Arc::new(AtomicBool::new(false));
-    let dropped = Arc::new(AtomicBool::new(false));
-    let (r, d) = (ran.clone(), DropFlag(dropped.clone()));
+    let (future, probe) = probed(());
     let t = Instant::now();
-    let c = scope.spawn_with_handle(async move {
-        let _d = d;
-        r.store(true, SeqCst);
-    });
+    let c = scope.spawn_with_handle(future);
     assert!(
         t.elapsed() < Duration::from_millis(100),
         "spawn_with_handle did not block"
     );
     assert!(c.is_finished());
-    assert!(
-        dropped.load(SeqCst),
-        "the refused future was dropped at once"
-    );
+    assert!(probe.dropped(), "the refused future was dropped at once");
     assert_eq!(pool.block_on(c), Err(TaskError::Rejected));
-    assert!(!ran.load(SeqCst));
+    assert!(!probe.polled(), "the refused future was polled");
     assert_eq!(
         scope.try_spawn_with_handle(async {}).err(),
         Some(SpawnError::Full)
@@ -219,8 +202,7 @@ fn p3_cancel_in_every_state() {
     assert_eq!(pool.block_on(busy), Ok(()));
 
     // Suspended on a TCP read that never completes: dropped promptly.
-    let dropped = Arc::new(AtomicBool::new(false));
-    let flag = DropFlag(dropped.clone());
+    let (flag, dropped) = drop_flag();
     let addr = pool.block_on(silent_server());
     let reading = scope.spawn_with_handle(async move {
         let _flag = flag;
@@ -284,8 +266,7 @@ fn p3_cancellation_token_is_the_tasks() {
 fn p4_await_timeout() {
     let pool = ThreadPoolInner::new(2, None);
     let scope = Scope::new(pool.clone());
-    let dropped = Arc::new(AtomicBool::new(false));
-    let flag = DropFlag(dropped.clone());
+    let (flag, dropped) = drop_flag();
     let h = scope.spawn_with_handle(async move {
         let _flag = flag;
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -352,8 +333,7 @@ fn p6_dropped_handle_detaches() {
     }
     pool.block_on(scope.wait());
     assert_eq!(done.load(SeqCst), 10, "wait() waited for detached tasks");
-    let dropped = Arc::new(AtomicBool::new(false));
-    let flag = DropFlag(dropped.clone());
+    let (flag, dropped) = drop_flag();
     drop(scope.spawn_with_handle(async move {
         let _flag = flag;
         tokio::time::sleep(Duration::from_secs(3600)).await;
@@ -383,8 +363,7 @@ fn p7_scope_cancel_and_drop() {
     );
     assert_eq!(pool.block_on(hb), Ok("b survives"));
 
-    let dropped = Arc::new(AtomicBool::new(false));
-    let flag = DropFlag(dropped.clone());
+    let (flag, dropped) = drop_flag();
     let c = Scope::new(pool.clone());
     let hc = c.spawn_with_handle(async move {
         let _flag = flag;

@@ -8,7 +8,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use async_rayon::{Scope, TaskError, ThreadPoolInner};
-use common::{drop_flag, eventually, eventually_async, pool, thread_count, within};
+use common::{
+    drop_flag, eventually, eventually_async, pool, spawn_detached_forever, thread_count, within,
+};
 
 /// shutdown() waits for every admitted task, detached ones included, to finish.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -105,11 +107,7 @@ async fn shutdown_timeout_cancels_what_is_left() {
             tokio::time::sleep(Duration::from_secs(3600)).await;
         }));
     }
-    let (det_guard, det_flag) = drop_flag();
-    drop(scope.spawn_with_handle(async move {
-        let _guard = det_guard;
-        std::future::pending::<()>().await;
-    }));
+    let det_flag = spawn_detached_forever(&scope);
     let t = Instant::now();
     let all = within(
         3,
@@ -278,11 +276,7 @@ async fn dropping_the_pool_cancels_pending_tasks() {
         let _guard = guard;
         tokio::time::sleep(Duration::from_secs(3600)).await;
     });
-    let (det_guard, det_dropped) = drop_flag();
-    drop(scope.spawn_with_handle(async move {
-        let _guard = det_guard;
-        std::future::pending::<()>().await;
-    }));
+    let det_dropped = spawn_detached_forever(&scope);
     tokio::time::sleep(Duration::from_millis(20)).await;
     // The scope holds an Arc of the pool, so the last Arc goes with it.
     drop(pool);

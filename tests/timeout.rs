@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use async_rayon::{Config, Scope, TaskError, ThreadPoolInner};
-use common::{drop_flag, eventually_async, start_silent_server, within};
+use common::{drop_flag, eventually_async, spawn_detached_forever, start_silent_server, within};
 use tokio::io::AsyncReadExt;
 
 fn pool_with_timeout(threads: usize, timeout: Duration) -> Arc<ThreadPoolInner> {
@@ -154,11 +154,7 @@ async fn timeout_on_stuck_tcp_read() {
 async fn timeout_applies_without_anyone_awaiting() {
     let pool = pool_with_timeout(2, Duration::from_millis(100));
     let scope = Scope::new(pool.clone());
-    let (guard, dropped) = drop_flag();
-    drop(scope.spawn_with_handle(async move {
-        let _guard = guard;
-        std::future::pending::<()>().await;
-    }));
+    let dropped = spawn_detached_forever(&scope);
     let h = scope.spawn_with_handle(std::future::pending::<()>());
     assert!(
         eventually_async(Duration::from_secs(2), || dropped.load(Ordering::SeqCst)).await,

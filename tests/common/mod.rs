@@ -76,6 +76,50 @@ pub fn drop_flag() -> (DropFlag, Arc<AtomicBool>) {
     (DropFlag(flag.clone()), flag)
 }
 
+/// What became of a future made by [`probed`]: whether it was ever polled, and whether it
+/// has been dropped.
+pub struct Probe {
+    polled: Arc<AtomicBool>,
+    dropped: Arc<AtomicBool>,
+}
+
+impl Probe {
+    pub fn polled(&self) -> bool {
+        self.polled.load(Ordering::SeqCst)
+    }
+
+    pub fn dropped(&self) -> bool {
+        self.dropped.load(Ordering::SeqCst)
+    }
+}
+
+/// A future that yields `value` at its first poll, and the [`Probe`] watching it: for tests
+/// of futures that must be refused or cancelled without ever running.
+pub fn probed<T: Send + 'static>(
+    value: T,
+) -> (impl std::future::Future<Output = T> + Send + 'static, Probe) {
+    let polled = Arc::new(AtomicBool::new(false));
+    let (guard, dropped) = drop_flag();
+    let p = polled.clone();
+    let future = async move {
+        let _guard = guard;
+        p.store(true, Ordering::SeqCst);
+        value
+    };
+    (future, Probe { polled, dropped })
+}
+
+/// Spawns a detached task on `scope` whose future never finishes; returns the flag set when
+/// that future is dropped (by a cancel, a scope drop or a shutdown).
+pub fn spawn_detached_forever(scope: &async_rayon::Scope) -> Arc<AtomicBool> {
+    let (guard, dropped) = drop_flag();
+    drop(scope.spawn_with_handle(async move {
+        let _guard = guard;
+        std::future::pending::<()>().await;
+    }));
+    dropped
+}
+
 /// Async version of [`eventually`]: polls `cond` every few milliseconds with a tokio timer
 /// until it holds or `limit` passes; returns the last answer.
 pub async fn eventually_async(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
