@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_rayon::{Config, Scope, SpawnError, TaskError, ThreadPoolInner};
-use common::probed;
+use common::{probed, within};
 use futures::FutureExt;
 use tokio_util::sync::CancellationToken;
 
@@ -200,9 +200,8 @@ async fn reserve_waits_for_room() {
     let mut reserve = Box::pin(scope.reserve());
     assert!(futures::poll!(reserve.as_mut()).is_pending());
     gate.cancel();
-    let permit = tokio::time::timeout(Duration::from_secs(2), reserve)
+    let permit = within(2, "reserve() completes once a slot frees", reserve)
         .await
-        .expect("reserve() completes once a slot frees")
         .expect("pool is running");
     let h = permit.spawn_with_handle(async { "reserved" });
     assert_eq!(h.await, Ok("reserved"));
@@ -241,9 +240,12 @@ async fn reserve_is_fifo() {
     // Free the slot; poll the waiters in reverse so a "whoever polls first" scheme would fail.
     gate.cancel();
     waiters.reverse();
-    tokio::time::timeout(Duration::from_secs(5), futures::future::join_all(waiters))
-        .await
-        .expect("all reserve() waiters served");
+    within(
+        5,
+        "all reserve() waiters served",
+        futures::future::join_all(waiters),
+    )
+    .await;
     assert_eq!(
         *order.lock().expect("order lock"),
         (0..n).collect::<Vec<_>>()
@@ -265,9 +267,8 @@ async fn try_spawn_does_not_overtake_reserve_waiters() {
     // The freed slot belongs to the queued waiter.
     let res = scope.try_spawn_with_handle(async {});
     assert!(matches!(res, Err(SpawnError::Full)), "{res:?}");
-    let permit = tokio::time::timeout(Duration::from_secs(2), waiter)
+    let permit = within(2, "waiter served", waiter)
         .await
-        .expect("waiter served")
         .expect("pool is running");
     assert_eq!(permit.spawn_with_handle(async { 5 }).await, Ok(5));
 }
@@ -277,9 +278,8 @@ async fn try_spawn_does_not_overtake_reserve_waiters() {
 async fn dropping_a_permit_frees_its_slot() {
     let pool = bounded_pool(2, 1);
     let scope = Scope::new(pool.clone());
-    let permit = tokio::time::timeout(Duration::from_secs(2), scope.reserve())
+    let permit = within(2, "reserve on an empty pool is immediate", scope.reserve())
         .await
-        .expect("reserve on an empty pool is immediate")
         .expect("pool is running");
     let res = scope.try_spawn_with_handle(async {});
     assert!(
@@ -300,9 +300,8 @@ async fn dropping_a_permit_frees_its_slot() {
     let mut waiter = Box::pin(scope.reserve());
     assert!(futures::poll!(waiter.as_mut()).is_pending());
     drop(permit);
-    let p2 = tokio::time::timeout(Duration::from_secs(2), waiter)
+    let p2 = within(2, "waiter served after permit dropped", waiter)
         .await
-        .expect("waiter served after permit dropped")
         .expect("pool is running");
     assert_eq!(p2.spawn_with_handle(async { 12 }).await, Ok(12));
 }
@@ -317,16 +316,12 @@ async fn shutdown_refuses_new_work() {
         tokio::time::sleep(Duration::from_millis(10)).await;
         1
     });
-    tokio::time::timeout(Duration::from_secs(5), pool.shutdown())
-        .await
-        .expect("shutdown finished");
+    within(5, "shutdown finished", pool.shutdown()).await;
     assert_eq!(before.await, Ok(1));
 
     let res = scope.try_spawn_with_handle(async {});
     assert!(matches!(res, Err(SpawnError::Shutdown)), "{res:?}");
-    let res = tokio::time::timeout(Duration::from_secs(1), scope.reserve())
-        .await
-        .expect("reserve after shutdown returns at once");
+    let res = within(1, "reserve after shutdown returns at once", scope.reserve()).await;
     assert!(matches!(res, Err(SpawnError::Shutdown)), "{res:?}");
 
     let (future, probe) = probed(());
@@ -370,9 +365,7 @@ async fn shutdown_in_progress_refuses_spawns_and_waiters() {
         scope.spawn_with_handle(async {}).await,
         Err(TaskError::Shutdown)
     );
-    let res = tokio::time::timeout(Duration::from_secs(1), waiter)
-        .await
-        .expect("a queued reserve() returns once shutdown begins");
+    let res = within(1, "a queued reserve() returns once shutdown begins", waiter).await;
     assert!(matches!(res, Err(SpawnError::Shutdown)), "{res:?}");
 
     // The admitted task still finishes normally, then shutdown completes.

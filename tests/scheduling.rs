@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_rayon::{Config, Scope, TaskError, TaskHandle, ThreadPoolInner};
-use common::spin_for;
+use common::{spin_for, within};
 
 /// Tests in this file that measure CPU time hold this lock so they do not compete for the
 /// machine's two cores with each other.
@@ -149,9 +149,7 @@ async fn awaiting_another_task_does_not_deadlock_on_one_thread() {
         });
         child.await.expect("child ok") + 1
     });
-    let res = tokio::time::timeout(Duration::from_secs(2), parent)
-        .await
-        .expect("parent awaiting child deadlocked");
+    let res = within(2, "parent awaiting child deadlocked", parent).await;
     assert_eq!(res, Ok(21));
 
     // The waiter is spawned first and gets the handle of a task spawned after it.
@@ -163,9 +161,7 @@ async fn awaiting_another_task_does_not_deadlock_on_one_thread() {
     tokio::time::sleep(Duration::from_millis(10)).await;
     let later = scope.spawn_with_handle(async { 4u32 });
     tx.send(later).expect("waiter alive");
-    let res = tokio::time::timeout(Duration::from_secs(2), waiter)
-        .await
-        .expect("waiter deadlocked");
+    let res = within(2, "waiter deadlocked", waiter).await;
     assert_eq!(res, Ok(8));
 
     // A chain: each task awaits the previous one.
@@ -180,9 +176,7 @@ async fn awaiting_another_task_does_not_deadlock_on_one_thread() {
         }));
     }
     let last = prev.expect("chain built");
-    let res = tokio::time::timeout(Duration::from_secs(2), last)
-        .await
-        .expect("chain deadlocked");
+    let res = within(2, "chain deadlocked", last).await;
     assert_eq!(res, Ok((0..20u64).sum()));
 }
 
@@ -202,11 +196,7 @@ fn one_thread_pool_parent_waits_for_queued_children_via_block_on() {
             .map(|r| r.expect("child ok"))
             .sum::<u32>()
     });
-    let res = pool.block_on(async {
-        tokio::time::timeout(Duration::from_secs(2), parent)
-            .await
-            .expect("parent deadlocked")
-    });
+    let res = pool.block_on(async { within(2, "parent deadlocked", parent).await });
     assert_eq!(res, Ok(45));
 }
 
@@ -326,9 +316,12 @@ fn without_work_stealing_everything_completes() {
         }));
     }
     let results = pool.block_on(async {
-        tokio::time::timeout(Duration::from_secs(5), scope.join_handles(handles))
-            .await
-            .expect("all tasks finished without stealing")
+        within(
+            5,
+            "all tasks finished without stealing",
+            scope.join_handles(handles),
+        )
+        .await
     });
     assert_eq!(results, (0..200u64).map(Ok).collect::<Vec<_>>());
     assert_eq!(done.load(Ordering::SeqCst), 200);

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_rayon::{Scope, TaskError, TaskHandle, ThreadPoolInner};
-use common::{eventually_async, pool, start_echo_server};
+use common::{eventually_async, pool, start_echo_server, within};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A spawned future's output comes back through its handle (sync test driving the pool's block_on).
@@ -165,9 +165,12 @@ async fn many_tasks_all_complete() {
             })
         })
         .collect();
-    let results = tokio::time::timeout(Duration::from_secs(10), scope.join_handles(handles))
-        .await
-        .expect("10k tasks finished in time");
+    let results = within(
+        10,
+        "10k tasks finished in time",
+        scope.join_handles(handles),
+    )
+    .await;
     let mut sum = 0;
     for r in results {
         sum += r.expect("small task succeeds");
@@ -274,9 +277,12 @@ async fn tcp_echo_from_tasks() {
             })
         })
         .collect();
-    let results = tokio::time::timeout(Duration::from_secs(5), scope.join_handles(handles))
-        .await
-        .expect("echo round trips finished in time");
+    let results = within(
+        5,
+        "echo round trips finished in time",
+        scope.join_handles(handles),
+    )
+    .await;
     for (i, r) in results.into_iter().enumerate() {
         assert_eq!(r, Ok(format!("hello from task {i}\n")));
     }
@@ -322,9 +328,7 @@ fn tcp_server_and_clients_as_tasks_without_ambient_runtime() {
         })
         .collect();
     let results = pool.block_on(async {
-        tokio::time::timeout(Duration::from_secs(5), scope.join_handles(clients))
-            .await
-            .expect("clients finished in time")
+        within(5, "clients finished in time", scope.join_handles(clients)).await
     });
     for (i, r) in results.into_iter().enumerate() {
         assert_eq!(r, Ok(i as u32 * 2));
