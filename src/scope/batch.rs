@@ -533,6 +533,9 @@ where
     /// of `Guarded`'s other machinery: no timer (the fast path is only taken without
     /// `task_timeout`), no latency sample, and its outcome goes to the batch's tally. One
     /// that suspends becomes a `Guarded` unit from there on, taking the box with it.
+    ///
+    /// Returns with the items used up or the batch cancelled; the caller runs what is left
+    /// on the general path. The box it leaves in `spare` is always empty (`None` inside).
     #[inline(always)]
     fn start_fast(&mut self, cancel: &CancelProbe<'_>, cx: &mut Context<'_>) {
         let mut slot = self.spare.take().unwrap_or_else(|| Box::pin(None));
@@ -556,6 +559,10 @@ where
             let result = match ran {
                 Ok(Poll::Ready(v)) => Ok(v),
                 Ok(Poll::Pending) => {
+                    // The unit takes the box; the next item gets a fresh one. Made here even
+                    // if no item follows (then it waits in `spare` for a refill): at most one
+                    // allocation per suspending item, where keeping the box in an `Option`
+                    // instead cost every item ~3 instructions (callgrind, 42.3 -> 45.2).
                     let suspended = std::mem::replace(&mut slot, Box::pin(None));
                     let unit = Guarded::item(self.meta, Ok(Slot(suspended)));
                     self.suspend(unit);
