@@ -9,18 +9,33 @@
 //! ```
 //!
 //! # Protocol
-//! 1. **Acquire** (`try_acquire`): CAS `count -> count + 1`, refused if CLOSED is set
-//!    (`Shutdown`), if `count == max` (`Full`), or if WAITERS is set (`Full`: a spawn never
-//!    jumps the queue of `reserve()` callers).
+//! 1. **Acquire** (`try_acquire`, `try_acquire_up_to`): one CAS `count -> count + k`, where
+//!    `k` is all that was asked for (`try_acquire`) or as many of the `n` asked for as are
+//!    free, at least one (`try_acquire_up_to`). Refused if CLOSED is set (`Shutdown`), if no
+//!    slot is free (`Full`), or if WAITERS is set (`Full`: a spawn never jumps the queue of
+//!    waiting callers).
 //! 2. **Release** (`release_many`): `fetch_sub` the count. If the previous word had WAITERS,
 //!    take the waiter lock and grant the free slots to the queue's head (step 3's grant).
-//! 3. **Wait** (`reserve`): under the waiter lock, enqueue, set WAITERS, then *grant*: while
-//!    the queue is non-empty and a slot can be taken (a CAS ignoring WAITERS), pop the head and
-//!    mark it granted, still under the lock. WAITERS is cleared, under the lock, whenever the
-//!    queue becomes empty, so the bit is set exactly while someone waits.
+//! 3. **Wait** (`acquire`, `acquire_up_to`: `reserve()`, bulk calls, streams): under the
+//!    waiter lock, enqueue a waiter for `want` slots, set WAITERS, then *grant*: while the
+//!    queue is non-empty and at least one slot is free, take `min(want, free)` slots for the
+//!    head in one CAS (ignoring WAITERS), record how many, pop it and mark it granted, still
+//!    under the lock; wake the granted waiters after the lock is released. WAITERS is
+//!    cleared, under the lock, whenever the queue becomes empty, so the bit is set exactly
+//!    while someone waits.
 //! 4. **Close** (`close`): set CLOSED; under the lock, fail every waiter with `Shutdown` and
 //!    clear WAITERS. From then on the count only falls; the release that takes it to zero
 //!    notifies `wait_idle`.
+//!
+//! # No hold-and-wait
+//! A waiter holds no slot until it is granted, and a grant completes the wait: nothing
+//! holds slots while it queues for more. A bulk call that wants `n` slots for a batch takes
+//! what is free (at least one) and starts a smaller batch with it, rather than keeping part
+//! of its slots while it waits for the rest, which let concurrent bulk calls split the free
+//! slots between them and each wait forever for slots another one held. (The alternative,
+//! tokio's `Semaphore` rule, grants the head all `n` at once; it is deadlock-free too, but
+//! leaves slots idle while the head waits for its last ones: with batches as large as
+//! `max_pending`, the pool would drain completely before each batch.)
 //!
 //! # Races prevented
 //! - *Lost wake-up of a waiter*: a release and an enqueue meet on the same word. Either the
@@ -28,8 +43,10 @@
 //!   sees the freed slot; or the WAITERS `fetch_or` comes first, and the release sees the bit
 //!   and grants. (Checked by loom: `loom_admission_waiter_gets_released_slot`.)
 //! - *A slot granted to a dropped waiter*: grants are marked while the lock is held, and a
-//!   dropped `reserve()` future takes the same lock before it looks, so it either removes
-//!   itself from the queue or finds itself granted and gives the slot back.
+//!   dropped waiting future takes the same lock before it looks, so it either removes
+//!   itself from the queue or finds itself granted and gives its slots back.
+//! - *Deadlock between bulk calls*: see "No hold-and-wait" above. (Checked by loom:
+//!   `loom_admission_two_bulk_waiters_and_a_releaser`.)
 //! - *Admitted after shutdown*: CLOSED and the count change in one CAS, so once `close`
 //!   returns no acquire can succeed and `pending() == 0` means no task is left.
 
@@ -59,9 +76,13 @@ pub(crate) struct Admission {
     idle: Notify,
 }
 
-/// One queued `reserve()` call.
+/// One queued call, waiting for up to `want` slots.
 struct Waiter {
     state: AtomicU8,
+    /// Slots asked for (at least one).
+    want: usize,
+    /// Slots granted, `1..=want`; written under the queue lock before `state` is GRANTED.
+    got: AtomicUsize,
     waker: Mutex<Option<Waker>>,
 }
 
@@ -70,16 +91,24 @@ const GRANTED: u8 = 1;
 const SHUT: u8 = 2;
 
 impl Waiter {
-    /// Marks the waiter (call with the queue lock held) and wakes it.
-    fn finish(&self, state: u8) {
+    /// Marks the waiter (call with the queue lock held) and collects its waker, to be woken
+    /// once the lock is released.
+    fn finish(&self, state: u8, wake: &mut Vec<Waker>) {
         self.state.store(state, SeqCst);
         if let Some(w) = self.waker.lock().take() {
-            w.wake();
+            wake.push(w);
         }
     }
 }
 
 type Queue<'a> = MutexGuard<'a, VecDeque<Arc<Waiter>>>;
+
+/// Wakes what a grant or close collected; call after the queue lock is released.
+fn wake_all(wake: Vec<Waker>) {
+    for w in wake {
+        w.wake();
+    }
+}
 
 impl Admission {
     pub(crate) fn new(max_pending: Option<usize>) -> Self {
@@ -102,55 +131,44 @@ impl Admission {
 
     /// Step 1: take a slot now, or say why not.
     pub(crate) fn try_acquire(&self) -> Result<(), SpawnError> {
-        self.acquire_raw_n(1, true)
+        self.take(1, 1, true).map(|_| ())
     }
 
-    /// Step 1 for `n` slots at once, all or none, without waiting.
-    pub(crate) fn try_acquire_many(&self, n: usize) -> Result<(), SpawnError> {
-        self.acquire_raw_n(n, true)
+    /// Step 1 for up to `n` slots (`n >= 1`) without waiting: takes as many as are free, at
+    /// least one, and returns how many.
+    pub(crate) fn try_acquire_up_to(&self, n: usize) -> Result<usize, SpawnError> {
+        self.take(1, n, true)
     }
 
-    /// Takes `n` slots in one CAS, or none. `polite`: refuse while `reserve()` callers wait.
-    fn acquire_raw_n(&self, n: usize, polite: bool) -> Result<(), SpawnError> {
+    /// Takes between `min` and `max` slots in one CAS (as many as are free), or none.
+    /// `polite`: refuse while waiters are queued.
+    fn take(&self, min: usize, max: usize, polite: bool) -> Result<usize, SpawnError> {
+        debug_assert!(1 <= min && min <= max);
         let mut cur = self.state.load(SeqCst);
         loop {
             if cur & CLOSED != 0 {
                 return Err(SpawnError::Shutdown);
             }
-            if (polite && cur & WAITERS != 0) || (cur & COUNT_MASK) + n > self.max {
+            let free = self.max - (cur & COUNT_MASK).min(self.max);
+            if (polite && cur & WAITERS != 0) || free < min {
                 return Err(SpawnError::Full);
             }
+            let k = max.min(free);
             match self
                 .state
-                .compare_exchange_weak(cur, cur + n, SeqCst, SeqCst)
+                .compare_exchange_weak(cur, cur + k, SeqCst, SeqCst)
             {
-                Ok(_) => return Ok(()),
+                Ok(_) => return Ok(k),
                 Err(actual) => cur = actual,
             }
         }
     }
 
-    /// Takes `n` slots, waiting (first come, first served, one slot at a time) when the pool
-    /// is full. On `Shutdown`, or if this future is dropped before it finishes, the slots
-    /// already taken are given back.
-    pub(crate) async fn acquire_many(&self, n: usize) -> Result<(), SpawnError> {
-        if self.acquire_raw_n(n, true).is_ok() {
-            return Ok(());
-        }
-        /// Slots taken so far; released unless the whole batch was taken.
-        struct Taken<'a>(&'a Admission, usize);
-        impl Drop for Taken<'_> {
-            fn drop(&mut self) {
-                self.0.release_many(self.1);
-            }
-        }
-        let mut taken = Taken(self, 0);
-        while taken.1 < n {
-            self.acquire().await?;
-            taken.1 += 1;
-        }
-        taken.1 = 0;
-        Ok(())
+    /// Step 3 for up to `n` slots (`n >= 1`): resolves with how many were taken (at least
+    /// one, as many of `n` as were free when this caller's turn came), or `Shutdown`. Holds
+    /// no slot while it waits (see "No hold-and-wait").
+    pub(crate) fn acquire_up_to(&self, n: usize) -> Acquire<&Admission> {
+        Acquire::up_to(self, n)
     }
 
     /// Step 2: give back one slot. Called exactly once per admitted task, after its future
@@ -170,16 +188,21 @@ impl Admission {
             self.idle.notify_waiters();
         }
         if prev & WAITERS != 0 {
-            let mut q = self.waiters.lock();
-            self.grant_locked(&mut q);
+            let mut wake = Vec::new();
+            self.grant_locked(&mut self.waiters.lock(), &mut wake);
+            wake_all(wake);
         }
     }
 
-    /// Step 3's grant; call with the queue lock held.
-    fn grant_locked(&self, q: &mut Queue<'_>) {
-        while !q.is_empty() && self.acquire_raw_n(1, false).is_ok() {
+    /// Step 3's grant; call with the queue lock held, wake `wake` after releasing it.
+    fn grant_locked(&self, q: &mut Queue<'_>, wake: &mut Vec<Waker>) {
+        while let Some(head) = q.front() {
+            let Ok(k) = self.take(1, head.want, false) else {
+                break;
+            };
+            head.got.store(k, SeqCst);
             if let Some(w) = q.pop_front() {
-                w.finish(GRANTED);
+                w.finish(GRANTED, wake);
             }
         }
         if q.is_empty() {
@@ -193,11 +216,15 @@ impl Admission {
         if prev & COUNT_MASK == 0 {
             self.idle.notify_waiters();
         }
-        let mut q = self.waiters.lock();
-        for w in q.drain(..) {
-            w.finish(SHUT);
+        let mut wake = Vec::new();
+        {
+            let mut q = self.waiters.lock();
+            for w in q.drain(..) {
+                w.finish(SHUT, &mut wake);
+            }
+            self.state.fetch_and(!WAITERS, SeqCst);
         }
-        self.state.fetch_and(!WAITERS, SeqCst);
+        wake_all(wake);
     }
 
     /// Resolves once `close` has been called and every slot has been released.
@@ -214,7 +241,7 @@ impl Admission {
         }
     }
 
-    /// Step 3 as a future: resolves with a slot, or `Shutdown`.
+    /// Step 3 as a future: resolves with a slot (`Ok(1)`), or `Shutdown`.
     pub(crate) fn acquire(&self) -> Acquire<&Admission> {
         Acquire::new(self)
     }
@@ -238,27 +265,35 @@ impl AdmissionRef for Arc<crate::pool::Shared> {
 }
 
 impl<A: AdmissionRef> Acquire<A> {
-    /// An acquire that reaches its admission through `admission` (owned for `'static`
-    /// streams).
+    /// An acquire of one slot that reaches its admission through `admission` (owned for
+    /// `'static` streams).
     pub(crate) fn new(admission: A) -> Self {
+        Self::up_to(admission, 1)
+    }
+
+    /// An acquire of up to `want` slots (at least one is asked for even if `want` is 0).
+    fn up_to(admission: A, want: usize) -> Self {
         Acquire {
             admission,
+            want: want.max(1),
             waiter: None,
             done: false,
         }
     }
 }
 
-/// Future returned by [`Admission::acquire`]. Dropping it before it resolves leaves the queue;
-/// a slot granted to it in that window is released again.
+/// Future returned by [`Admission::acquire`] and [`Admission::acquire_up_to`]: resolves with
+/// the number of slots taken. Dropping it before it resolves leaves the queue; slots granted
+/// to it in that window are released again.
 pub(crate) struct Acquire<A: AdmissionRef> {
     admission: A,
+    want: usize,
     waiter: Option<Arc<Waiter>>,
     done: bool,
 }
 
 impl<A: AdmissionRef + Unpin> Future for Acquire<A> {
-    type Output = Result<(), SpawnError>;
+    type Output = Result<usize, SpawnError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
@@ -266,10 +301,10 @@ impl<A: AdmissionRef + Unpin> Future for Acquire<A> {
         let waiter = match &this.waiter {
             Some(w) => w.clone(),
             None => {
-                match adm.try_acquire() {
-                    Ok(()) => {
+                match adm.take(1, this.want, true) {
+                    Ok(k) => {
                         this.done = true;
-                        return Poll::Ready(Ok(()));
+                        return Poll::Ready(Ok(k));
                     }
                     Err(SpawnError::Shutdown) => {
                         this.done = true;
@@ -279,17 +314,22 @@ impl<A: AdmissionRef + Unpin> Future for Acquire<A> {
                 }
                 let w = Arc::new(Waiter {
                     state: AtomicU8::new(WAITING),
+                    want: this.want,
+                    got: AtomicUsize::new(0),
                     waker: Mutex::new(Some(cx.waker().clone())),
                 });
-                let mut q = adm.waiters.lock();
-                if adm.is_closed() {
-                    this.done = true;
-                    return Poll::Ready(Err(SpawnError::Shutdown));
+                let mut wake = Vec::new();
+                {
+                    let mut q = adm.waiters.lock();
+                    if adm.is_closed() {
+                        this.done = true;
+                        return Poll::Ready(Err(SpawnError::Shutdown));
+                    }
+                    q.push_back(w.clone());
+                    adm.state.fetch_or(WAITERS, SeqCst);
+                    adm.grant_locked(&mut q, &mut wake);
                 }
-                q.push_back(w.clone());
-                adm.state.fetch_or(WAITERS, SeqCst);
-                adm.grant_locked(&mut q);
-                drop(q);
+                wake_all(wake);
                 this.waiter = Some(w.clone());
                 w
             }
@@ -298,7 +338,7 @@ impl<A: AdmissionRef + Unpin> Future for Acquire<A> {
         match waiter.state.load(SeqCst) {
             GRANTED => {
                 this.done = true;
-                Poll::Ready(Ok(()))
+                Poll::Ready(Ok(waiter.got.load(SeqCst)))
             }
             SHUT => {
                 this.done = true;
@@ -323,9 +363,9 @@ impl<A: AdmissionRef> Drop for Acquire<A> {
                 adm.state.fetch_and(!WAITERS, SeqCst);
             }
         }
-        // Granted (under the lock, before we took it) but never observed: pass it on.
+        // Granted (under the lock, before we took it) but never observed: pass them on.
         if w.state.load(SeqCst) == GRANTED {
-            adm.release();
+            adm.release_many(w.got.load(SeqCst));
         }
     }
 }
@@ -351,16 +391,48 @@ mod tests {
     }
 
     #[test]
-    fn dropped_acquire_many_gives_back_its_slots() {
+    fn acquire_up_to_takes_what_is_free_without_waiting() {
         let a = Admission::new(Some(4));
         a.try_acquire().expect("slot");
         a.try_acquire().expect("slot");
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
-        let mut many = Box::pin(a.acquire_many(3));
+        let mut many = Box::pin(a.acquire_up_to(3));
+        assert_eq!(many.as_mut().poll(&mut cx), Poll::Ready(Ok(2)));
+        assert_eq!(a.pending(), 4);
+        assert_eq!(a.try_acquire_up_to(3), Err(SpawnError::Full));
+    }
+
+    #[test]
+    fn a_waiter_holds_nothing_until_granted_and_a_dropped_grant_is_given_back() {
+        let a = Admission::new(Some(4));
+        assert_eq!(a.try_acquire_up_to(9), Ok(4));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut many = Box::pin(a.acquire_up_to(3));
         assert!(many.as_mut().poll(&mut cx).is_pending());
-        assert_eq!(a.pending(), 4, "took the two free slots, waits for a third");
+        assert_eq!(a.pending(), 4, "the waiter took nothing while it waits");
+        a.release_many(3);
+        assert_eq!(a.pending(), 4, "the three freed slots went to the waiter");
         drop(many);
+        assert_eq!(a.pending(), 1, "granted but never observed: given back");
+    }
+
+    #[test]
+    fn the_head_waiter_is_served_first_with_what_is_free() {
+        let a = Admission::new(Some(2));
+        assert_eq!(a.try_acquire_up_to(2), Ok(2));
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut bulk = Box::pin(a.acquire_up_to(2));
+        let mut one = Box::pin(a.acquire());
+        assert!(bulk.as_mut().poll(&mut cx).is_pending());
+        assert!(one.as_mut().poll(&mut cx).is_pending());
+        a.release();
+        assert_eq!(bulk.as_mut().poll(&mut cx), Poll::Ready(Ok(1)));
+        assert!(one.as_mut().poll(&mut cx).is_pending());
+        a.release();
+        assert_eq!(one.as_mut().poll(&mut cx), Poll::Ready(Ok(1)));
         assert_eq!(a.pending(), 2);
     }
 
@@ -375,7 +447,7 @@ mod tests {
         assert!(first.as_mut().poll(&mut cx).is_pending());
         assert!(second.as_mut().poll(&mut cx).is_pending());
         a.release();
-        assert_eq!(first.as_mut().poll(&mut cx), Poll::Ready(Ok(())));
+        assert_eq!(first.as_mut().poll(&mut cx), Poll::Ready(Ok(1)));
         assert!(second.as_mut().poll(&mut cx).is_pending());
         drop(second);
         a.release();

@@ -506,3 +506,87 @@ fn process_stream_is_send_and_unpin() {
     assert_send_unpin(&s);
     assert_send_unpin(&s.ordered());
 }
+
+/// Counts the user futures alive at once (created, not yet dropped) and the most ever seen,
+/// independently of the pool's own admission counter.
+#[derive(Clone, Default)]
+struct Census {
+    live: Arc<AtomicUsize>,
+    peak: Arc<AtomicUsize>,
+}
+
+/// Held inside a user future: counted from creation to drop.
+struct Counted(Census);
+
+impl Census {
+    fn enter(&self) -> Counted {
+        let now = self.live.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(now, SeqCst);
+        Counted(self.clone())
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, SeqCst);
+    }
+}
+
+/// Concurrent bulk calls on one scope, whose batches together want more slots than
+/// `max_pending`: every call finishes (no call holds slots while it waits for more), every
+/// item has its outcome, and no more than `max_pending` user futures are ever alive.
+#[test]
+fn concurrent_bulk_calls_share_a_small_pool_without_deadlock() {
+    const MAX: usize = 16;
+    const CALLS: usize = 12;
+    const N: u64 = 400;
+    let pool = pool(2, Some(MAX));
+    let scope = Arc::new(Scope::new(pool.clone()));
+    let census = Census::default();
+    let items: Arc<Vec<u64>> = Arc::new((0..N).collect());
+    let finished = pool.block_on(async {
+        let mut calls = Vec::new();
+        for call in 0..CALLS {
+            let (scope, census, items) = (scope.clone(), census.clone(), items.clone());
+            calls.push(tokio::spawn(async move {
+                let work = move |x: u64| {
+                    let alive = census.enter();
+                    async move {
+                        let _alive = alive;
+                        tokio::task::yield_now().await;
+                        x * 2
+                    }
+                };
+                let w = work.clone();
+                let mapped = scope.par_map_async(&items, move |&x| w(x)).await;
+                let w = work.clone();
+                let batched = scope.batch_process(0..N, 4, w).await;
+                let streamed = if call % 2 == 0 {
+                    scope.stream_process(0..N, 8, work).await
+                } else {
+                    scope.stream_process(0..N, 8, work).ordered().collect::<Vec<_>>().await
+                };
+                for results in [mapped, batched, streamed] {
+                    assert_eq!(results.len(), N as usize);
+                    for (i, r) in results.iter().enumerate() {
+                        assert_eq!(r, &Ok(i as u64 * 2), "call {call}, item {i}");
+                    }
+                }
+            }));
+        }
+        common::within(60, "12 concurrent bulk calls on max_pending 16", async {
+            let mut done = 0;
+            for c in calls {
+                c.await.expect("bulk call task");
+                done += 1;
+            }
+            done
+        })
+        .await
+    });
+    assert_eq!(finished, CALLS);
+    assert_eq!(census.live.load(SeqCst), 0, "every user future was dropped");
+    let peak = census.peak.load(SeqCst);
+    assert!(peak <= MAX, "{peak} user futures alive at once, max_pending is {MAX}");
+    assert!(peak > 1, "the calls ran concurrently (peak {peak})");
+}

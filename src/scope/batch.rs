@@ -256,13 +256,18 @@ impl Scope {
                 if want == 0 {
                     break;
                 }
-                if let Err(e) = pool.admission.acquire_many(want).await {
-                    // Shutdown began: every item not started yet is refused.
-                    source.refuse_rest(&e.into());
-                    break;
-                }
+                // As many slots as are free, at least one: a smaller batch now rather than
+                // holding slots while waiting for more (admission.rs, "No hold-and-wait").
+                let got = match pool.admission.acquire_up_to(want).await {
+                    Ok(got) => got,
+                    Err(e) => {
+                        // Shutdown began: every item not started yet is refused.
+                        source.refuse_rest(&e.into());
+                        break;
+                    }
+                };
                 // The batches in flight may have taken items meanwhile.
-                let Some((chunk, range)) = take_admitted(pool, &mut source, want) else {
+                let Some((chunk, range)) = take_admitted(pool, &mut source, got) else {
                     break;
                 };
                 let (f, feed) = (f.clone(), source.feed());
@@ -582,8 +587,9 @@ where
 }
 
 impl<T, F, Fut: Future> BatchBody<'_, T, F, Fut> {
-    /// Takes the next items from the feed if the pool has room for them now (never waits:
-    /// if it is full, this batch finishes and the caller waits for room instead). Call
+    /// Takes the next items from the feed, as many as the pool has room for now, up to a
+    /// batch (never waits: if it is full, or others wait for room, this batch finishes and
+    /// the caller waits in the queue instead). Call
     /// after `settle`. True if there are new items to run.
     fn refill(&mut self) -> bool {
         let Some(feed) = &mut self.feed else {
@@ -591,10 +597,13 @@ impl<T, F, Fut: Future> BatchBody<'_, T, F, Fut> {
         };
         let pool = self.meta.pool();
         let want = feed.size.min(feed.remaining());
-        if want == 0 || pool.admission.try_acquire_many(want).is_err() {
+        if want == 0 {
             return false;
         }
-        let Some((chunk, range)) = take_admitted(pool, feed, want) else {
+        let Ok(got) = pool.admission.try_acquire_up_to(want) else {
+            return false;
+        };
+        let Some((chunk, range)) = take_admitted(pool, feed, got) else {
             return false;
         };
         self.slots = chunk.len();

@@ -227,7 +227,7 @@ where
                     .acquire
                     .get_or_insert_with(|| Acquire::new(pool.clone()));
                 match Pin::new(acquire).poll(cx) {
-                    Poll::Ready(Ok(())) => {}
+                    Poll::Ready(Ok(_one)) => {}
                     Poll::Ready(Err(e)) => self.refused = Some(e.into()),
                     Poll::Pending => return,
                 }
