@@ -209,11 +209,10 @@ fn peak_rss_mib() -> f64 {
 
 fn live_line(m: &PoolMetrics) -> String {
     format!(
-        "io: active {} queued {} util {:.0}% pressure {:.2} success {:.1}% retries {}",
+        "io: act {} q {} util {:.0}% ok {:.1}% retry {}",
         m.active_tasks,
         m.queued_tasks,
         m.utilization() * 100.0,
-        m.queue_pressure(),
         m.success_rate() * 100.0,
         m.retries
     )

@@ -1,10 +1,11 @@
 //! A progress bar for bulk calls (feature `progress`): rate and ETA, driven by completions.
 
+use std::fmt::Write as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures::Stream;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressState, ProgressStyle};
 
 /// A terminal progress bar counting finished items, with rate and ETA.
 ///
@@ -34,9 +35,16 @@ impl Progress {
     /// A bar for `total` items, drawn on stderr (hidden when stderr is not a terminal).
     pub fn new(total: u64) -> Progress {
         let bar = ProgressBar::new(total);
+        // One line of about 60 columns before the message: a short bar, and the rate as a
+        // whole number with thousands separators (`20,691/s`, not `20691.3277/s`).
         let style = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} {per_sec} ETA {eta} {msg}",
+            "{spinner} [{elapsed_precise}] {bar:12} {pos}/{len} {rate} ETA {eta} {msg}",
         )
+        .map(|s| {
+            s.with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{}/s", thousands(state.per_sec() as u64));
+            })
+        })
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);
         Progress { bar }
@@ -101,3 +109,27 @@ pub trait ProgressStreamExt: Stream + Unpin + Sized {
 }
 
 impl<S: Stream + Unpin> ProgressStreamExt for S {}
+
+/// `n` with a comma between each group of three digits: `20691` -> `20,691`.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn thousands_groups_digits() {
+        assert_eq!(super::thousands(0), "0");
+        assert_eq!(super::thousands(999), "999");
+        assert_eq!(super::thousands(20_691), "20,691");
+        assert_eq!(super::thousands(1_234_567), "1,234,567");
+    }
+}
