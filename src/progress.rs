@@ -1,6 +1,5 @@
 //! A progress bar for bulk calls (feature `progress`): rate and ETA, driven by completions.
 
-use std::fmt::Write as _;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -41,9 +40,12 @@ impl Progress {
             "{spinner} [{elapsed_precise}] {bar:12} {pos}/{len} {rate} ETA {eta} {msg}",
         )
         .map(|s| {
-            s.with_key("rate", |state: &ProgressState, w: &mut dyn std::fmt::Write| {
-                let _ = write!(w, "{}/s", thousands(state.per_sec() as u64));
-            })
+            s.with_key(
+                "rate",
+                |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                    let _ = write!(w, "{}/s", thousands(state.per_sec() as u64));
+                },
+            )
         })
         .unwrap_or_else(|_| ProgressStyle::default_bar());
         bar.set_style(style);

@@ -2,8 +2,11 @@
 //! after running, time out, are woken from foreign threads after they finished, burst past
 //! `max_pending`, and a shutdown in the middle of a run.
 //!
-//! Asserts: exactly one outcome per submission; every future created is dropped; the pending
-//! count never exceeds `max_pending`; nothing is pending when idle.
+//! Asserts: exactly one outcome per submission, every one delivered within a deadline (a lost
+//! wake-up fails with the number of outcomes missing, not a hang); every future created is
+//! dropped; no more than `max_pending` futures are ever running or suspended at once (counted
+//! by the futures themselves, not read from the pool's own counter); nothing is pending when
+//! idle.
 //!
 //! `cargo test --release --test stress` runs 1M tasks and prints its figures; debug builds
 //! run fewer. `STRESS_TASKS` and `STRESS_SEED` override.
@@ -71,6 +74,27 @@ fn quiet_chaos_panics() {
 struct Census {
     created: AtomicU64,
     dropped: AtomicU64,
+    /// Futures polled at least once and not dropped yet: each holds an admission slot.
+    started: AtomicUsize,
+    /// The most `started` futures alive at once.
+    peak_started: AtomicUsize,
+}
+
+/// Counts a future from its first poll to its drop in `Census::started`.
+struct Started(Arc<Census>);
+
+impl Started {
+    fn enter(census: &Arc<Census>) -> Started {
+        let now = census.started.fetch_add(1, SeqCst) + 1;
+        census.peak_started.fetch_max(now, SeqCst);
+        Started(census.clone())
+    }
+}
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        self.0.started.fetch_sub(1, SeqCst);
+    }
 }
 
 /// Counts its creation and drop; optionally panics when dropped.
@@ -154,8 +178,10 @@ fn chaos_future(
 ) -> impl std::future::Future<Output = u32> + Send + 'static {
     let probe = Probe::new(census, kind == 3);
     let stash = stash.clone();
+    let census = census.clone();
     async move {
         let _probe = probe;
+        let _started = Started::enter(&census);
         match kind {
             0 | 3 => {}
             1 => {
@@ -176,6 +202,32 @@ fn chaos_future(
             _ => tokio::time::sleep(Duration::from_millis(5)).await, // cancelled in flight
         }
         7
+    }
+}
+
+/// How long a whole chaos run may take before the missing outcomes are reported (a release
+/// run of 1M tasks takes a few seconds).
+const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
+
+/// Adds the next outcome to `tally`; false once every handle has resolved. Panics with the
+/// number of outcomes still missing if `deadline` passes first: a handle that never resolves
+/// (a lost wake-up) fails the run instead of hanging it.
+async fn next_outcome(
+    handles: &mut FuturesUnordered<BoxFuture<'static, Result<u32, TaskError>>>,
+    tally: &mut Tally,
+    deadline: tokio::time::Instant,
+) -> bool {
+    match tokio::time::timeout_at(deadline, handles.next()).await {
+        Ok(Some(r)) => {
+            tally.add(&r);
+            true
+        }
+        Ok(None) => false,
+        Err(_) => panic!(
+            "{} outcomes missing after {DRAIN_DEADLINE:?} ({} delivered): handles that never resolved",
+            handles.len(),
+            tally.total()
+        ),
     }
 }
 
@@ -222,6 +274,7 @@ fn run_chaos(n: usize, seed: u64, shutdown_midway: bool) -> (Tally, Arc<Census>,
     };
 
     let start = Instant::now();
+    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
     let tally = pool.block_on(async {
         let mut rng = Rng(seed | 1);
         let mut tally = Tally::default();
@@ -296,18 +349,14 @@ fn run_chaos(n: usize, seed: u64, shutdown_midway: bool) -> (Tally, Arc<Census>,
             }
             // Drain finished results without blocking, to keep memory flat.
             while handles.len() > MAX_PENDING * 2 {
-                if let Some(r) = handles.next().await {
-                    tally.add(&r);
-                }
+                next_outcome(&mut handles, &mut tally, deadline).await;
             }
         }
         for h in cancel_later.drain(..) {
             h.cancel();
             handles.push(Box::pin(h));
         }
-        while let Some(r) = handles.next().await {
-            tally.add(&r);
-        }
+        while next_outcome(&mut handles, &mut tally, deadline).await {}
         tally
     });
     let elapsed = start.elapsed();
@@ -323,13 +372,14 @@ fn run_chaos(n: usize, seed: u64, shutdown_midway: bool) -> (Tally, Arc<Census>,
 fn check(name: &str, n: usize, tally: Tally, census: &Census, max_seen: usize, took: Duration) {
     println!(
         "{name}: tasks={n} ok={} cancelled={} timed_out={} panicked={} rejected={} shutdown={} \
-         max_pending_seen={max_seen} seconds={:.2}",
+         max_pending_seen={max_seen} peak_started={} seconds={:.2}",
         tally.ok,
         tally.cancelled,
         tally.timed_out,
         tally.panicked,
         tally.rejected,
         tally.shutdown,
+        census.peak_started.load(SeqCst),
         took.as_secs_f64()
     );
     assert_eq!(
@@ -338,6 +388,12 @@ fn check(name: &str, n: usize, tally: Tally, census: &Census, max_seen: usize, t
         "exactly one outcome per submission"
     );
     assert!(max_seen <= MAX_PENDING, "pending reached {max_seen}");
+    let peak = census.peak_started.load(SeqCst);
+    assert!(
+        peak <= MAX_PENDING,
+        "{peak} futures were started and not dropped at once, max_pending is {MAX_PENDING}"
+    );
+    assert!(peak > 1, "tasks overlapped (peak {peak})");
     let deadline = Instant::now() + Duration::from_secs(10);
     while census.created.load(SeqCst) != census.dropped.load(SeqCst) && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(10));
