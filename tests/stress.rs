@@ -205,29 +205,23 @@ fn chaos_future(
     }
 }
 
-/// How long a whole chaos run may take before the missing outcomes are reported (a release
-/// run of 1M tasks takes a few seconds).
-const DRAIN_DEADLINE: Duration = Duration::from_secs(120);
+/// How long a whole chaos run may take before it is failed with the number of outcomes
+/// missing (a release run of 1M tasks takes a few seconds).
+const RUN_DEADLINE: Duration = Duration::from_secs(120);
 
-/// Adds the next outcome to `tally`; false once every handle has resolved. Panics with the
-/// number of outcomes still missing if `deadline` passes first: a handle that never resolves
-/// (a lost wake-up) fails the run instead of hanging it.
-async fn next_outcome(
-    handles: &mut FuturesUnordered<BoxFuture<'static, Result<u32, TaskError>>>,
-    tally: &mut Tally,
-    deadline: tokio::time::Instant,
-) -> bool {
-    match tokio::time::timeout_at(deadline, handles.next()).await {
-        Ok(Some(r)) => {
-            tally.add(&r);
-            true
-        }
-        Ok(None) => false,
-        Err(_) => panic!(
-            "{} outcomes missing after {DRAIN_DEADLINE:?} ({} delivered): handles that never resolved",
-            handles.len(),
-            tally.total()
-        ),
+/// What a chaos run has done so far, readable when its deadline passes.
+#[derive(Default)]
+struct Progress {
+    submitted: AtomicUsize,
+    tally: Mutex<Tally>,
+}
+
+impl Progress {
+    fn submitted(&self) {
+        self.submitted.fetch_add(1, SeqCst);
+    }
+    fn add(&self, r: &Result<u32, TaskError>) {
+        self.tally.lock().add(r);
     }
 }
 
@@ -274,10 +268,10 @@ fn run_chaos(n: usize, seed: u64, shutdown_midway: bool) -> (Tally, Arc<Census>,
     };
 
     let start = Instant::now();
-    let deadline = tokio::time::Instant::now() + DRAIN_DEADLINE;
-    let tally = pool.block_on(async {
+    let progress = Arc::new(Progress::default());
+    let run = async {
+        let tally = &*progress;
         let mut rng = Rng(seed | 1);
-        let mut tally = Tally::default();
         let mut handles: FuturesUnordered<BoxFuture<'static, Result<u32, TaskError>>> =
             FuturesUnordered::new();
         let mut cancel_later: Vec<TaskHandle<u32>> = Vec::new();
@@ -307,6 +301,7 @@ fn run_chaos(n: usize, seed: u64, shutdown_midway: bool) -> (Tally, Arc<Census>,
                     let h = scope.spawn_with_handle(chaos_future(5, &census, &stash));
                     handles.push(Box::pin(h));
                     i += 1;
+                    tally.submitted();
                 }
                 continue;
             }
@@ -318,11 +313,13 @@ fn run_chaos(n: usize, seed: u64, shutdown_midway: bool) -> (Tally, Arc<Census>,
                         scope.spawn_with_handle(chaos_future(kind, &census, &stash)),
                     ));
                     i += 1;
+                    tally.submitted();
                     continue;
                 }
             };
             let h = permit.spawn_with_handle(chaos_future(kind, &census, &stash));
             i += 1;
+            tally.submitted();
             match kind {
                 // cancel before it starts (or just after)
                 7 => {
@@ -349,16 +346,33 @@ fn run_chaos(n: usize, seed: u64, shutdown_midway: bool) -> (Tally, Arc<Census>,
             }
             // Drain finished results without blocking, to keep memory flat.
             while handles.len() > MAX_PENDING * 2 {
-                next_outcome(&mut handles, &mut tally, deadline).await;
+                if let Some(r) = handles.next().await {
+                    tally.add(&r);
+                }
             }
         }
         for h in cancel_later.drain(..) {
             h.cancel();
             handles.push(Box::pin(h));
         }
-        while next_outcome(&mut handles, &mut tally, deadline).await {}
-        tally
-    });
+        while let Some(r) = handles.next().await {
+            tally.add(&r);
+        }
+    };
+    // A handle that never resolves (a lost wake-up) or a wait for room that never ends fails
+    // the run with what is missing, instead of hanging it.
+    let finished = pool.block_on(async { tokio::time::timeout(RUN_DEADLINE, run).await });
+    if finished.is_err() {
+        let submitted = progress.submitted.load(SeqCst);
+        let delivered = progress.tally.lock().total();
+        panic!(
+            "after {RUN_DEADLINE:?}: {} of {submitted} submitted tasks have no outcome \
+             ({delivered} delivered, {} not submitted yet)",
+            submitted as u64 - delivered,
+            n - submitted
+        );
+    }
+    let tally = *progress.tally.lock();
     let elapsed = start.elapsed();
     stop.store(true, SeqCst);
     waker_thread.join().expect("waker thread");
