@@ -93,7 +93,7 @@ const SHUT: u8 = 2;
 impl Waiter {
     /// Marks the waiter (call with the queue lock held) and collects its waker, to be woken
     /// once the lock is released.
-    fn finish(&self, state: u8, wake: &mut Vec<Waker>) {
+    fn finish(&self, state: u8, wake: &mut Wakers) {
         self.state.store(state, SeqCst);
         if let Some(w) = self.waker.lock().take() {
             wake.push(w);
@@ -103,10 +103,32 @@ impl Waiter {
 
 type Queue<'a> = MutexGuard<'a, VecDeque<Arc<Waiter>>>;
 
-/// Wakes what a grant or close collected; call after the queue lock is released.
-fn wake_all(wake: Vec<Waker>) {
-    for w in wake {
-        w.wake();
+/// The wakers a grant or close collected under the queue lock, woken after it is released.
+/// A release usually grants one waiter: the first waker is kept inline, so that case does not
+/// allocate.
+#[derive(Default)]
+struct Wakers {
+    first: Option<Waker>,
+    rest: Vec<Waker>,
+}
+
+impl Wakers {
+    fn push(&mut self, w: Waker) {
+        if self.first.is_none() {
+            self.first = Some(w);
+        } else {
+            self.rest.push(w);
+        }
+    }
+
+    /// Call after the queue lock is released.
+    fn wake_all(self) {
+        if let Some(w) = self.first {
+            w.wake();
+        }
+        for w in self.rest {
+            w.wake();
+        }
     }
 }
 
@@ -141,7 +163,9 @@ impl Admission {
     }
 
     /// Takes between `min` and `max` slots in one CAS (as many as are free), or none.
-    /// `polite`: refuse while waiters are queued.
+    /// `polite`: refuse while waiters are queued. Inlined so that the single-slot calls of the
+    /// spawn path compile to the plain `count + 1` CAS.
+    #[inline(always)]
     fn take(&self, min: usize, max: usize, polite: bool) -> Result<usize, SpawnError> {
         debug_assert!(1 <= min && min <= max);
         let mut cur = self.state.load(SeqCst);
@@ -188,14 +212,14 @@ impl Admission {
             self.idle.notify_waiters();
         }
         if prev & WAITERS != 0 {
-            let mut wake = Vec::new();
+            let mut wake = Wakers::default();
             self.grant_locked(&mut self.waiters.lock(), &mut wake);
-            wake_all(wake);
+            wake.wake_all();
         }
     }
 
     /// Step 3's grant; call with the queue lock held, wake `wake` after releasing it.
-    fn grant_locked(&self, q: &mut Queue<'_>, wake: &mut Vec<Waker>) {
+    fn grant_locked(&self, q: &mut Queue<'_>, wake: &mut Wakers) {
         while let Some(head) = q.front() {
             let Ok(k) = self.take(1, head.want, false) else {
                 break;
@@ -216,7 +240,7 @@ impl Admission {
         if prev & COUNT_MASK == 0 {
             self.idle.notify_waiters();
         }
-        let mut wake = Vec::new();
+        let mut wake = Wakers::default();
         {
             let mut q = self.waiters.lock();
             for w in q.drain(..) {
@@ -224,7 +248,7 @@ impl Admission {
             }
             self.state.fetch_and(!WAITERS, SeqCst);
         }
-        wake_all(wake);
+        wake.wake_all();
     }
 
     /// Resolves once `close` has been called and every slot has been released.
@@ -242,6 +266,7 @@ impl Admission {
     }
 
     /// Step 3 as a future: resolves with a slot (`Ok(1)`), or `Shutdown`.
+    #[inline]
     pub(crate) fn acquire(&self) -> Acquire<&Admission> {
         Acquire::new(self)
     }
@@ -267,11 +292,13 @@ impl AdmissionRef for Arc<crate::pool::Shared> {
 impl<A: AdmissionRef> Acquire<A> {
     /// An acquire of one slot that reaches its admission through `admission` (owned for
     /// `'static` streams).
+    #[inline]
     pub(crate) fn new(admission: A) -> Self {
         Self::up_to(admission, 1)
     }
 
     /// An acquire of up to `want` slots (at least one is asked for even if `want` is 0).
+    #[inline]
     fn up_to(admission: A, want: usize) -> Self {
         Acquire {
             admission,
@@ -301,7 +328,14 @@ impl<A: AdmissionRef + Unpin> Future for Acquire<A> {
         let waiter = match &this.waiter {
             Some(w) => w.clone(),
             None => {
-                match adm.take(1, this.want, true) {
+                // The single-slot case (`reserve()`, streams) separately: `take` specialized
+                // to one slot is the spawn path's CAS.
+                let taken = if this.want == 1 {
+                    adm.take(1, 1, true)
+                } else {
+                    adm.take(1, this.want, true)
+                };
+                match taken {
                     Ok(k) => {
                         this.done = true;
                         return Poll::Ready(Ok(k));
@@ -318,7 +352,7 @@ impl<A: AdmissionRef + Unpin> Future for Acquire<A> {
                     got: AtomicUsize::new(0),
                     waker: Mutex::new(Some(cx.waker().clone())),
                 });
-                let mut wake = Vec::new();
+                let mut wake = Wakers::default();
                 {
                     let mut q = adm.waiters.lock();
                     if adm.is_closed() {
@@ -329,7 +363,7 @@ impl<A: AdmissionRef + Unpin> Future for Acquire<A> {
                     adm.state.fetch_or(WAITERS, SeqCst);
                     adm.grant_locked(&mut q, &mut wake);
                 }
-                wake_all(wake);
+                wake.wake_all();
                 this.waiter = Some(w.clone());
                 w
             }
