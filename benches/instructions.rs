@@ -72,7 +72,8 @@ fn run(system: &str, data: &[u64]) {
         }
         "JoinSet+Semaphore" => common::joinset_semaphore(&common::tokio_rt(), n, BOUND),
         "async_rayon_reserve" => {
-            let pool = common::controlled_pool(BOUND);
+            // As in the timing rows (`bounded.rs`, `ratios.rs`): the bound, no task_timeout.
+            let pool = ThreadPoolInner::new(2, Some(BOUND));
             common::async_rayon_reserve(&pool, &Scope::new(pool.clone()), n);
         }
         "rayon_par_iter" => {
