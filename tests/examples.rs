@@ -71,35 +71,71 @@ fn demo_runs_and_summarizes() {
             "0.1",
         ],
     );
-    for row in [
-        "throughput",
-        "request p50 / p99",
-        "retries",
-        "peak RSS",
-        "ok",
-    ] {
-        assert!(out.contains(row), "summary row {row:?} missing:\n{out}");
+    for row in ["throughput", "request p50 / p99", "peak RSS"] {
+        assert!(
+            summary_row(&out, row).is_some(),
+            "summary row {row:?} missing:\n{out}"
+        );
     }
+    // Every item accounted for: ok + failed after retries = items = 2000, and none panicked,
+    // was cancelled or timed out.
+    let number = |row: &str| -> u64 {
+        summary_row(&out, row)
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("summary row {row:?} is not a number:\n{out}"))
+    };
+    assert_eq!(number("items"), 2000, "{out}");
+    assert_eq!(
+        number("ok") + number("failed after retries"),
+        2000,
+        "items lost or double counted:\n{out}"
+    );
+    assert_eq!(
+        summary_row(&out, "panicked / cancelled / timed out"),
+        Some("0 / 0 / 0"),
+        "{out}"
+    );
+    // With --fail-rate 0.1 about 200 of 2000 first requests fail: the flag took effect.
+    assert!(
+        number("retries") > 0,
+        "--fail-rate 0.1 caused no retries:\n{out}"
+    );
+}
+
+/// The value of the demo summary's row `label` (the text after the label on its line).
+fn summary_row<'a>(out: &'a str, label: &str) -> Option<&'a str> {
+    out.lines().find_map(|line| {
+        let rest = line.strip_prefix(label)?;
+        // The label must be the whole label, followed by the padding before the value.
+        rest.starts_with("  ").then(|| rest.trim())
+    })
 }
 
 /// Bad flags: a clear message naming the flag, and a non-zero exit.
 #[test]
 fn demo_rejects_bad_flags() {
     let exe = common::build_example("demo");
-    for args in [
-        &["--items", "many"][..],
-        &["--fail-rate", "2"],
-        &["--bogus", "1"],
+    // (args, what the first line of stderr must name). The usage text that follows lists
+    // every flag, so only the error line itself can show which flag was at fault.
+    for (args, named) in [
+        (&["--items", "many"][..], &["--items", "\"many\""][..]),
+        (&["--fail-rate", "2"], &["--fail-rate", "2"]),
+        (&["--bogus", "1"], &["\"--bogus\""]),
     ] {
         let out = Command::new(&exe)
             .args(args)
             .output()
             .expect("run the demo");
-        assert!(!out.status.success(), "{args:?} should fail");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
-            err.contains(args[0]) || err.contains("--fail-rate"),
-            "{args:?}: {err}"
+            matches!(out.status.code(), Some(c) if c != 0 && c != 101),
+            "{args:?} should exit with a non-zero code, not succeed, panic or die: {:?}\n{err}",
+            out.status
+        );
+        let first = err.lines().next().unwrap_or("");
+        assert!(
+            first.starts_with("error:") && named.iter().all(|n| first.contains(n)),
+            "{args:?}: the error line should name {named:?}, got {first:?}\n{err}"
         );
     }
     let help = Command::new(&exe)

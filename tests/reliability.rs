@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::eventually;
+use common::{SHUTDOWN_SLACK, best_of, eventually};
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize, Ordering::SeqCst};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -100,100 +100,200 @@ fn lifecycle(k: usize) {
     drop(pool);
 }
 
-/// 100 lifecycles leave the thread count at its baseline and the live heap flat.
+const LIFECYCLES_CHILD_ENV: &str = "ASYNC_RAYON_TEST_LIFECYCLES_CHILD";
+
+/// The most the live heap may grow over a hundred lifecycles after the first hundred, and in
+/// how many hundreds it may try (see the child test).
+const LEAK_TOLERANCE: isize = 32 * 1024;
+const LEAK_TRIES: usize = 3;
+
+/// Pool lifecycles leak neither threads nor memory: run in a child process, so that no other
+/// test allocates while the live heap is measured.
 #[test]
 fn hundred_lifecycles_leak_no_threads_or_memory() {
     let _g = serial();
-    let quiet = std::panic::take_hook();
+    let exe = std::env::current_exe().expect("path of this test binary");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            "lifecycles_leak_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(LIFECYCLES_CHILD_ENV, "1")
+        .output()
+        .expect("run the child test process");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child test failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    if let Some(line) = stdout.lines().find(|l| l.contains("lifecycles:")) {
+        println!("{line}");
+    }
+}
+
+/// Waits until the thread count is back to `threads` (detached workers have exited) and
+/// returns the live heap then.
+fn settled_heap(threads: usize) -> isize {
+    assert!(
+        eventually(Duration::from_secs(10), || thread_count() <= threads),
+        "threads: {} now, {threads} before",
+        thread_count()
+    );
+    LIVE.load(SeqCst)
+}
+
+/// Child half of hundred_lifecycles_leak_no_threads_or_memory (ignored unless run by it).
+///
+/// After a warm-up, the live heap is read after 100 lifecycles, then after each further
+/// hundred. Whatever pools cache once (lazily initialized globals, tables that grow by
+/// doubling) shows in the first hundred; a leak of `L` bytes per lifecycle shows in *every*
+/// later hundred as `100 * L`. The heap is counted exactly (the counting allocator above);
+/// measured over 6 runs x 8 hundreds (debug build), a hundred's growth is -9 KB..+21 KB,
+/// about +6 KB on average. So a hundred may grow by at most LEAK_TOLERANCE (32 KiB), in the
+/// best of up to LEAK_TRIES hundreds: noise rarely exceeds it even once, while a leak of
+/// 1 KiB per lifecycle (+100 KiB per hundred) exceeds it every time. The thread count must
+/// be back to its baseline after each hundred too.
+#[test]
+#[ignore = "run as a child process by hundred_lifecycles_leak_no_threads_or_memory"]
+fn lifecycles_leak_child() {
+    if std::env::var_os(LIFECYCLES_CHILD_ENV).is_none() {
+        return;
+    }
+    // Before any pool: the test harness's threads only.
+    let threads = thread_count();
     std::panic::set_hook(Box::new(|_| {}));
     // Warm up lazily initialized globals (tokio, std) before taking the baseline.
-    for k in 0..3 {
+    for k in 0..30 {
         lifecycle(k);
     }
-    let threads_before = thread_count();
-    assert!(eventually(Duration::from_secs(5), || thread_count() <= threads_before));
-    let heap_before = LIVE.load(SeqCst);
+    let base = settled_heap(threads);
     for k in 0..100 {
         lifecycle(k);
     }
-    std::panic::set_hook(quiet);
-    assert!(
-        eventually(Duration::from_secs(10), || thread_count() <= threads_before),
-        "threads: {} now, {threads_before} before",
-        thread_count()
+    let mut last = settled_heap(threads);
+    let first = last - base;
+    let mut hundreds = Vec::new();
+    for _ in 0..LEAK_TRIES {
+        for k in 0..100 {
+            lifecycle(k);
+        }
+        let now = settled_heap(threads);
+        let grown = now - last;
+        hundreds.push(grown);
+        last = now;
+        if grown <= LEAK_TOLERANCE {
+            break;
+        }
+    }
+    println!(
+        "lifecycles: live heap grew by {first} bytes over the first 100, then by {hundreds:?} \
+         over each next 100; threads back to {threads}"
     );
-    let grown = LIVE.load(SeqCst) - heap_before;
-    println!("100 lifecycles: live heap grew by {grown} bytes, threads back to {threads_before}");
+    let best = hundreds.iter().copied().min().unwrap_or(0);
     assert!(
-        grown < 256 * 1024,
-        "live heap grew by {grown} bytes over 100 lifecycles"
+        best <= LEAK_TOLERANCE,
+        "live heap grew by more than {LEAK_TOLERANCE} bytes in every hundred lifecycles after \
+         the first: {hundreds:?} (about {} bytes per lifecycle)",
+        best / 100
     );
 }
 
+/// Tries per shutdown timing check: the bound must hold in the best of them.
+const TRIES: usize = 5;
+
+/// One shutdown_timeout(`d`) of a pool under load (200 sleepers) with a task that blocks its
+/// thread for 400 ms and never yields; returns how long it took.
+fn shutdown_with_a_stuck_task(d: Duration) -> Duration {
+    let pool = ThreadPoolInner::new(2, Some(1_000));
+    let scope = Scope::new(pool.clone());
+    let started = Arc::new(AtomicBool::new(false));
+    let s = started.clone();
+    let _stuck = scope.spawn_with_handle(async move {
+        s.store(true, SeqCst);
+        std::thread::sleep(STUCK_FOR); // never yields
+    });
+    let _load: Vec<_> = (0..200)
+        .map(|_| {
+            scope.spawn_with_handle(async {
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            })
+        })
+        .collect();
+    assert!(eventually(Duration::from_secs(5), || started.load(SeqCst)));
+    let t = Instant::now();
+    let finished = pool.block_on(pool.shutdown_timeout(d));
+    let took = t.elapsed();
+    assert!(!finished);
+    took
+}
+
+const STUCK_FOR: Duration = Duration::from_millis(400);
+
 /// shutdown_timeout(100 ms) under load with a task that never yields returns within
-/// 150 ms, 200 times over.
+/// `d + SHUTDOWN_SLACK` (best of TRIES), the bound the docs state.
 #[test]
 fn shutdown_timeout_is_bounded_with_a_stuck_task() {
     let _g = serial();
+    let d = Duration::from_millis(100);
+    best_of(
+        "shutdown_timeout(100 ms) with a stuck task, lateness",
+        TRIES,
+        SHUTDOWN_SLACK,
+        || shutdown_with_a_stuck_task(d).saturating_sub(d),
+    );
+}
+
+/// Every one of many shutdowns with a stuck task returns well before that task lets go of its
+/// thread: the stuck worker is detached, never waited for, whatever the interleaving. (Not
+/// the time bound, which is gated above: a hang check, loose for a loaded machine.)
+#[test]
+fn shutdown_timeout_never_waits_for_a_stuck_task() {
+    let _g = serial();
+    let d = Duration::from_millis(100);
     let mut worst = Duration::ZERO;
     let runs = if cfg!(debug_assertions) { 50 } else { 200 };
     for _ in 0..runs {
-        let pool = ThreadPoolInner::new(2, Some(1_000));
-        let scope = Scope::new(pool.clone());
-        let started = Arc::new(AtomicBool::new(false));
-        let s = started.clone();
-        let _stuck = scope.spawn_with_handle(async move {
-            s.store(true, SeqCst);
-            std::thread::sleep(Duration::from_millis(400)); // never yields
-        });
-        let _load: Vec<_> = (0..200)
-            .map(|_| {
-                scope.spawn_with_handle(async {
-                    tokio::time::sleep(Duration::from_secs(60)).await;
-                })
-            })
-            .collect();
-        assert!(eventually(Duration::from_secs(5), || started.load(SeqCst)));
-        let t = Instant::now();
-        let finished = pool.block_on(pool.shutdown_timeout(Duration::from_millis(100)));
-        let took = t.elapsed();
+        let took = shutdown_with_a_stuck_task(d);
         worst = worst.max(took);
-        assert!(!finished);
         assert!(
-            took <= Duration::from_millis(150),
-            "shutdown_timeout(100 ms) took {took:?}"
+            took < d + Duration::from_millis(250),
+            "shutdown_timeout(100 ms) took {took:?}: it waited for the stuck task ({STUCK_FOR:?})"
         );
     }
     println!("shutdown_timeout(100 ms) x{runs}: worst {worst:?}");
 }
 
-/// shutdown_timeout(0) returns within 50 ms, and cancels what was left.
+/// shutdown_timeout(0) under load returns within SHUTDOWN_SLACK (best of TRIES), and cancels
+/// what was left.
 #[test]
 fn shutdown_timeout_zero_returns_at_once() {
     let _g = serial();
-    let mut worst = Duration::ZERO;
-    for _ in 0..20 {
-        let pool = ThreadPoolInner::new(2, None);
-        let scope = Scope::new(pool.clone());
-        let handles: Vec<_> = (0..500)
-            .map(|_| {
-                scope.spawn_with_handle(async {
-                    tokio::time::sleep(Duration::from_secs(60)).await;
+    best_of(
+        "shutdown_timeout(0) under load, lateness",
+        TRIES,
+        SHUTDOWN_SLACK,
+        || {
+            let pool = ThreadPoolInner::new(2, None);
+            let scope = Scope::new(pool.clone());
+            let handles: Vec<_> = (0..500)
+                .map(|_| {
+                    scope.spawn_with_handle(async {
+                        tokio::time::sleep(Duration::from_secs(60)).await;
+                    })
                 })
-            })
-            .collect();
-        let t = Instant::now();
-        assert!(!pool.block_on(pool.shutdown_timeout(Duration::ZERO)));
-        let took = t.elapsed();
-        worst = worst.max(took);
-        assert!(
-            took <= Duration::from_millis(50),
-            "shutdown_timeout(0) took {took:?}"
-        );
-        let results = pool.block_on(scope.join_handles(handles));
-        assert!(results.iter().all(|r| r == &Err(TaskError::Cancelled)));
-    }
-    println!("shutdown_timeout(0) x20: worst {worst:?}");
+                .collect();
+            let t = Instant::now();
+            assert!(!pool.block_on(pool.shutdown_timeout(Duration::ZERO)));
+            let took = t.elapsed();
+            let results = pool.block_on(scope.join_handles(handles));
+            assert!(results.iter().all(|r| r == &Err(TaskError::Cancelled)));
+            took
+        },
+    );
 }
 
 /// A graceful shutdown returns within 20 ms of the last task's end.
@@ -309,10 +409,18 @@ fn thread_spawn_failure_is_an_error() {
 }
 
 /// Under RLIMIT_NPROC the same: run in a child process so the limit does not touch the rest
-/// of the suite. Root ignores RLIMIT_NPROC, so as root this only reports that it skipped.
+/// of the suite. Root is exempt from RLIMIT_NPROC, so a child started as root first gives up
+/// its privileges (to the `nobody` ids, 65534) and the limit applies to it too.
 #[test]
 fn rlimit_nproc_is_an_error_not_a_hang() {
     if std::env::var_os("ASYNC_RAYON_NPROC_CHILD").is_some() {
+        // SAFETY: geteuid has no preconditions.
+        if unsafe { libc::geteuid() } == 0 {
+            // SAFETY: setgid/setuid take plain ids; glibc applies them to every thread of the
+            // process. The group goes first: without root, it could no longer be changed.
+            let dropped = unsafe { libc::setgid(65534) == 0 && libc::setuid(65534) == 0 };
+            assert!(dropped, "could not drop root privileges in the child");
+        }
         let lim = libc::rlimit {
             rlim_cur: 1,
             rlim_max: 1,
@@ -328,11 +436,6 @@ fn rlimit_nproc_is_an_error_not_a_hang() {
             Err(e) => panic!("unexpected error: {e}"),
             Ok(_) => panic!("8 threads started under RLIMIT_NPROC=1"),
         }
-        return;
-    }
-    // SAFETY: geteuid has no preconditions.
-    if unsafe { libc::geteuid() } == 0 {
-        println!("skipped: running as root, which RLIMIT_NPROC does not limit");
         return;
     }
     let exe = std::env::current_exe().expect("test binary path");
