@@ -1,4 +1,4 @@
-//! Basic spawn (seed section "Basic spawn"): 1 000 tasks on an I/O pool, joined in order.
+//! Basic spawn: 1 000 tasks on an I/O pool, each awaited through its handle, joined in order.
 //!
 //! Run with `cargo run --release --example basic_spawn`.
 

@@ -1,4 +1,4 @@
-//! Batch processing (seed section "Batch Processing"): 100 000 items, 50 batches in flight.
+//! Batch processing with `batch_process`: 100 000 items, 50 batches in flight.
 //!
 //! Run with `cargo run --release --example batch_processing`.
 

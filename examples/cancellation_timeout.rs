@@ -1,5 +1,5 @@
-//! Cancellation and timeouts (seed section "Cancellation Support"): cancel a task, bound an
-//! await, give every task a deadline, and cancel a whole scope.
+//! Cancellation and timeouts: cancel a task, bound an await, give every task a deadline, and
+//! cancel a whole scope.
 //!
 //! Run with `cargo run --release --example cancellation_timeout`.
 

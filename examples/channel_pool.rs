@@ -1,7 +1,7 @@
-//! A long-running worker pool fed by a channel (the pattern of seeds 000 and 001, without
-//! hand-written workers or connectors): producers send jobs into a bounded channel and feel
-//! backpressure, the pool processes them with bounded concurrency, results flow out as they
-//! finish, and closing the channel drains the pool cleanly.
+//! A long-running worker pool fed by a channel, without hand-written workers or connectors:
+//! producers send jobs into a bounded channel and feel backpressure, the pool processes them
+//! with bounded concurrency, results flow out as they finish, and closing the channel drains
+//! the pool cleanly.
 //!
 //! Run with `cargo run --release --example channel_pool`.
 

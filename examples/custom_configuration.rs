@@ -1,5 +1,4 @@
-//! Configuration (seed sections "Configuration" and "Custom Configuration"): presets, a
-//! custom `Config`, the builder, and the error a bad setting gives.
+//! Configuration: presets, a custom `Config`, the builder, and the error a bad setting gives.
 //!
 //! Run with `cargo run --release --example custom_configuration`.
 

@@ -1,4 +1,4 @@
-//! ETL pipeline with separate I/O and CPU pools (seed section "ETL Pipelines").
+//! ETL pipeline with separate I/O and CPU pools.
 //!
 //! Extract: fetch records from a loopback TCP server on an I/O pool. Transform: hash each
 //! record on a CPU pool. Load: write the digests to a file on the I/O pool. Each stage is a

@@ -1,6 +1,6 @@
 //! A service that keeps submitting work (tasks of 0.1-3 s) until SIGTERM or Ctrl-C, then
 //! stops admitting, gives the running tasks `--grace` seconds (default 5) to finish, cancels
-//! the rest, accounts for every task and exits 0 (seed section "Graceful Shutdown").
+//! the rest, accounts for every task and exits 0.
 //!
 //! Run with `cargo run --release --example graceful_shutdown -- --grace 2`, then press
 //! Ctrl-C or send SIGTERM.

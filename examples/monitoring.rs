@@ -1,4 +1,4 @@
-//! Real-time monitoring (seed section "Real-Time Monitoring"): a callback every 200 ms
+//! Real-time monitoring with `start_monitoring`: a callback every 200 ms
 //! prints load, utilization, pressure and success rate while a workload runs.
 //!
 //! Run with `cargo run --release --example monitoring`.

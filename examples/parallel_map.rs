@@ -1,4 +1,4 @@
-//! Parallel map (seed section "Parallel Map"): fetch user records concurrently, results in
+//! Parallel map with `par_map_async`: fetch user records concurrently, results in
 //! input order.
 //!
 //! Run with `cargo run --release --example parallel_map`.

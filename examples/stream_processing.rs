@@ -1,4 +1,4 @@
-//! Stream processing for large datasets (seed section "Stream Processing"): a million
+//! Stream processing for large datasets with `stream_process`: a million
 //! simulated requests, 10 000 in flight, memory flat whatever the item count.
 //!
 //! Run with `cargo run --release --example stream_processing [items]`.

@@ -1,6 +1,6 @@
-//! A multi-stage streaming pipeline with ordered output and a progress bar (the pattern of
-//! seed 003): stage A "downloads", stage B "parses", stage C "stores", each bounded, and the
-//! final output comes out in input order.
+//! A multi-stage streaming pipeline with ordered output and a progress bar: stage A
+//! "downloads", stage B "parses", stage C "stores", each bounded, and the final output comes
+//! out in input order.
 //!
 //! Run with `cargo run --release --example streaming_pipeline [items]`.
 

@@ -1,5 +1,5 @@
 //! A synchronous program feeding and draining a bulk call with blocking calls, from a source
-//! that is not `Send` (seed 003's pattern): no async main, no connector tasks.
+//! that is not `Send`: no async main, no connector tasks.
 //!
 //! A plain thread owns the `!Send` source and pushes into a bounded channel (blocking when the
 //! pool is busy: backpressure); the main thread drains results as a blocking iterator.

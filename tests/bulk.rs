@@ -25,7 +25,7 @@ fn counted(n: u64, pulled: Arc<AtomicUsize>) -> impl Iterator<Item = u64> + Send
     })
 }
 
-/// batch_process returns every result in input order, including the seed's Box::pin form.
+/// batch_process returns every result in input order, including for `Box::pin`ned futures.
 #[test]
 fn batch_process_keeps_input_order() {
     let pool = pool(2, Some(10_000));

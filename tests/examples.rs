@@ -28,7 +28,7 @@ fn run(name: &str, args: &[&str]) -> String {
     stdout
 }
 
-/// The seed's sections and the other seeds' patterns, each as a runnable example.
+/// The examples, built and run as a user would run them, each with its expected output.
 #[test]
 fn examples_run_to_completion() {
     for (name, args, expect) in [

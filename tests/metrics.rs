@@ -1,4 +1,4 @@
-//! Metrics, as the issue defines them: counters per outcome, rejections, the idle balance
+//! Metrics, as the crate documents them: counters per outcome, rejections, the idle balance
 //! under a chaos mix, load gauges, utilization, latency, monitoring that stops when told,
 //! and bulk calls counting items.
 

@@ -1,4 +1,4 @@
-//! The core contract, point by point (issue "Core", section Semantics 1-12 and Bad input),
+//! The core contract, point by point (the numbered points p1-p12, then bad input),
 //! as a user would call it, with real tokio I/O where the point involves I/O. Timing checks
 //! poll with generous deadlines.
 
@@ -29,9 +29,9 @@ async fn silent_server() -> std::net::SocketAddr {
     addr
 }
 
-/// The seed's own code compiles and behaves as written.
+/// The basic pattern: 1000 tasks spawned through handles and joined, each with its value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn seed_basic_spawn() {
+async fn basic_spawn_through_handles() {
     let pool = ThreadPoolInner::with_config(Config::io_bound());
     let scope = Scope::new(pool.clone());
     let handles: Vec<_> = (0..1000)
