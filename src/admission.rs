@@ -283,7 +283,7 @@ impl AdmissionRef for &Admission {
     }
 }
 
-impl AdmissionRef for Arc<crate::pool::Shared> {
+impl AdmissionRef for Arc<crate::registry::Shared> {
     fn admission(&self) -> &Admission {
         &self.admission
     }

@@ -73,11 +73,13 @@ mod pool;
 #[cfg(feature = "progress")]
 pub mod progress;
 mod rand;
+mod registry;
 mod retry;
 mod scheduler;
 mod scope;
 mod sync;
 mod task;
+mod unwind;
 
 #[cfg(all(test, loom))]
 mod loom_models;

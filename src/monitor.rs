@@ -17,7 +17,7 @@ use std::time::Duration;
 use parking_lot::{Condvar, Mutex};
 
 use crate::metrics::PoolMetrics;
-use crate::pool::Shared;
+use crate::registry::Shared;
 
 struct Stop {
     stopped: Mutex<bool>,
@@ -99,7 +99,7 @@ pub(crate) fn start(
             if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&interval))) {
                 eprintln!(
                     "async_rayon: monitoring callback panicked (monitoring goes on): {}",
-                    crate::task::panic_message(&*p)
+                    crate::unwind::panic_message(&*p)
                 );
             }
         }

@@ -27,7 +27,6 @@
 
 use std::fmt;
 use std::future::IntoFuture;
-use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle, ThreadId};
@@ -35,14 +34,13 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::runtime::Handle;
-use tokio_util::sync::CancellationToken;
 
-use crate::admission::Admission;
-use crate::config::{Config, PoolBuilder, ThreadHook};
+use crate::config::{Config, PoolBuilder};
 use crate::error::ConfigError;
-use crate::metrics::{Counters, PoolMetrics};
+use crate::metrics::PoolMetrics;
 use crate::monitor::{self, MonitorHandle};
-use crate::scheduler::{self, Scheduler, WorkerParts};
+use crate::registry::{self, IoThread, Shared, Started};
+use crate::scheduler;
 
 /// After a shutdown deadline: how long cancelled tasks and then the workers get to finish,
 /// together.
@@ -51,89 +49,6 @@ const CANCEL_GRACE: Duration = Duration::from_millis(15);
 const EXIT_GRACE: Duration = Duration::from_millis(5);
 /// How long dropping a pool waits for its workers before detaching them.
 const DROP_JOIN_BOUND: Duration = Duration::from_millis(250);
-
-/// Pool state that tasks and workers reference. The user-facing [`ThreadPoolInner`] owns
-/// the threads; this half can outlive it while detached tasks finish.
-pub(crate) struct Shared {
-    pub(crate) sched: Scheduler,
-    pub(crate) admission: Admission,
-    pub(crate) counters: Counters,
-    /// Parent of every scope's token.
-    pub(crate) token: CancellationToken,
-    cancelling: AtomicBool,
-    pub(crate) rt: Handle,
-    pub(crate) task_timeout: Option<Duration>,
-    num_threads: usize,
-    max_pending: Option<usize>,
-}
-
-impl Shared {
-    /// True once shutdown ran out of time or the pool was dropped: every task is cancelled.
-    #[inline]
-    pub(crate) fn is_cancelling(&self) -> bool {
-        self.cancelling.load(Ordering::Acquire)
-    }
-
-    /// The flag behind [`is_cancelling`](Self::is_cancelling).
-    #[inline]
-    pub(crate) fn cancelling_flag(&self) -> &AtomicBool {
-        &self.cancelling
-    }
-
-    /// The figures of [`ThreadPoolInner::metrics_fast`].
-    pub(crate) fn metrics(&self) -> PoolMetrics {
-        let snapshot = self.counters.snapshot();
-        PoolMetrics::from_snapshot(
-            &snapshot,
-            self.num_threads,
-            self.max_pending,
-            self.admission.pending(),
-            self.sched.queued(),
-        )
-    }
-
-    /// Step 3 of the shutdown protocol.
-    fn cancel_all(&self) {
-        self.cancelling.store(true, Ordering::SeqCst);
-        self.token.cancel();
-    }
-}
-
-/// The pool's own current-thread tokio runtime, driven by one thread, for pools built
-/// outside any runtime.
-struct IoThread {
-    stop: tokio::sync::oneshot::Sender<()>,
-    thread: JoinHandle<()>,
-}
-
-impl IoThread {
-    fn start(prefix: &str) -> Result<(Handle, IoThread), ConfigError> {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(ConfigError::Runtime)?;
-        let handle = rt.handle().clone();
-        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        let thread = thread::Builder::new()
-            .name(format!("{prefix}-io"))
-            .spawn(move || {
-                rt.block_on(async {
-                    let _ = stopped.await;
-                });
-                rt.shutdown_background();
-            })
-            .map_err(ConfigError::Runtime)?;
-        Ok((handle, IoThread { stop, thread }))
-    }
-
-    /// Stops the runtime; joins its thread unless called on it.
-    fn stop(self) {
-        let _ = self.stop.send(());
-        if self.thread.thread().id() != thread::current().id() {
-            let _ = self.thread.join();
-        }
-    }
-}
 
 /// A pool of OS worker threads that run async tasks, with admission control, cancellation,
 /// timeouts, panic isolation and bounded shutdown.
@@ -212,58 +127,15 @@ impl ThreadPoolInner {
     }
 
     pub(crate) fn start(b: PoolBuilder) -> Result<Arc<ThreadPoolInner>, ConfigError> {
-        let config = b.config.clone();
-        let prefix = b.thread_name.clone().unwrap_or_else(|| b.name.clone());
-        let (rt, io) = match Handle::try_current() {
-            Ok(handle) => (handle, None),
-            Err(_) => {
-                let (handle, io) = IoThread::start(&prefix)?;
-                (handle, Some(io))
-            }
-        };
-        let (sched, parts) = Scheduler::new(config.num_threads, config.enable_work_stealing);
-        let shared = Arc::new(Shared {
-            sched,
-            admission: Admission::new(config.max_pending),
-            counters: Counters::new(config.num_threads),
-            token: CancellationToken::new(),
-            cancelling: AtomicBool::new(false),
-            rt,
-            task_timeout: config.task_timeout,
-            num_threads: config.num_threads,
-            max_pending: config.max_pending,
-        });
-        let io_thread_id = io.as_ref().map(|io| io.thread.thread().id());
-        let mut workers = Vec::with_capacity(config.num_threads);
-        for (index, parts) in parts.into_iter().enumerate() {
-            let spawned = spawn_worker(
-                &shared,
-                index,
-                parts,
-                &prefix,
-                b.stack_size,
-                b.on_thread_start.clone(),
-                b.on_thread_stop.clone(),
-            );
-            match spawned {
-                Ok(handle) => workers.push(handle),
-                Err(source) => {
-                    shared.admission.close();
-                    shared.cancel_all();
-                    shared.sched.terminate();
-                    for w in workers {
-                        let _ = w.join();
-                    }
-                    if let Some(io) = io {
-                        io.stop();
-                    }
-                    return Err(ConfigError::ThreadSpawn { index, source });
-                }
-            }
-        }
+        let Started {
+            shared,
+            workers,
+            io,
+        } = registry::start(&b)?;
+        let io_thread_id = io.as_ref().map(IoThread::thread_id);
         Ok(Arc::new(ThreadPoolInner {
             shared,
-            config,
+            config: b.config,
             name: b.name,
             workers: Mutex::new(workers),
             io: Mutex::new(io),
@@ -537,42 +409,6 @@ impl ThreadPoolInner {
                 let _ = w.join();
             }
         }
-    }
-}
-
-fn spawn_worker(
-    shared: &Arc<Shared>,
-    index: usize,
-    parts: WorkerParts,
-    prefix: &str,
-    stack_size: Option<usize>,
-    on_start: Option<ThreadHook>,
-    on_stop: Option<ThreadHook>,
-) -> std::io::Result<JoinHandle<()>> {
-    let shared = shared.clone();
-    let mut builder = thread::Builder::new().name(format!("{prefix}-{index}"));
-    if let Some(bytes) = stack_size {
-        builder = builder.stack_size(bytes);
-    }
-    builder.spawn(move || {
-        let _enter = shared.rt.enter();
-        run_hook("on_thread_start", on_start.as_ref());
-        scheduler::run_worker(shared.clone(), index, parts);
-        run_hook("on_thread_stop", on_stop.as_ref());
-        shared.sched.worker_exited();
-    })
-}
-
-/// Runs a user hook; a panic in it is reported and does not take the worker down.
-fn run_hook(which: &str, hook: Option<&ThreadHook>) {
-    if let Some(hook) = hook
-        && let Err(p) = catch_unwind(AssertUnwindSafe(|| hook()))
-    {
-        eprintln!(
-            "async_rayon: {which} hook panicked on thread {:?}: {}",
-            thread::current().name().unwrap_or("?"),
-            crate::task::panic_message(&*p)
-        );
     }
 }
 

@@ -143,7 +143,7 @@ impl Scheduler {
         if let Err(p) = ran {
             eprintln!(
                 "async_rayon: a task panicked outside its future (in the drop of its output?): {}",
-                crate::task::panic_message(&*p)
+                crate::unwind::panic_message(&*p)
             );
         }
         keep

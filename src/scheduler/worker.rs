@@ -17,7 +17,7 @@ use crossbeam_utils::sync::Parker;
 
 use super::reclaim::Batch;
 use super::{Scheduler, WorkerParts};
-use crate::pool::Shared;
+use crate::registry::Shared;
 use crate::task::Runnable;
 
 /// How many turns between injector-first turns (tokio uses the same figure).

@@ -30,10 +30,11 @@ use super::Scope;
 use super::output::{OutRange, Output};
 use crate::error::TaskError;
 use crate::metrics::Outcome;
-use crate::pool::Shared;
+use crate::registry::Shared;
 use crate::sync::Mutex;
 use crate::task::CancelProbe;
-use crate::task::{self, Guarded, TaskHandle, TaskMeta, panic_message};
+use crate::task::{self, Guarded, TaskHandle, TaskMeta};
+use crate::unwind::panic_message;
 
 /// Most items per batch when the size is chosen automatically.
 const MAX_AUTO_BATCH: usize = 4096;
@@ -304,7 +305,7 @@ fn take_admitted<X, R>(
     let got = taken.as_ref().map_or(0, |(chunk, _)| chunk.len());
     pool.admission.release_many(want - got);
     if got > 0 {
-        let worker = crate::scheduler::current_worker_index(pool);
+        let worker = pool.counter_row();
         pool.counters.submitted_n(worker, got as u64);
     }
     taken
@@ -616,7 +617,7 @@ impl<T, F, Fut: Future> BatchBody<'_, T, F, Fut> {
     /// now (the batch is being dropped) count as cancelled.
     fn settle(&mut self, unfinished: u64) {
         let pool = self.meta.pool();
-        let worker = crate::scheduler::current_worker_index(pool);
+        let worker = pool.counter_row();
         self.tally[Outcome::Cancelled.index()] += unfinished;
         for outcome in Outcome::ALL {
             let n = std::mem::take(&mut self.tally[outcome.index()]);

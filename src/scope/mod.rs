@@ -13,7 +13,8 @@ use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{SpawnError, TaskError};
-use crate::pool::{Shared, ThreadPoolInner};
+use crate::pool::ThreadPoolInner;
+use crate::registry::Shared;
 use crate::task::{self, TaskHandle};
 
 mod batch;
@@ -175,8 +176,7 @@ impl Scope {
                 #[cfg(feature = "tracing")]
                 tracing::trace!(target: "async_rayon", reason = %e, "spawn refused");
                 if e == SpawnError::Full {
-                    pool.counters
-                        .rejected(crate::scheduler::current_worker_index(pool));
+                    pool.counters.rejected(pool.counter_row());
                 }
                 task::drop_refused(future);
                 Err(e)

@@ -22,8 +22,9 @@ use futures::stream::{FuturesUnordered, Stream, StreamExt};
 use super::{Scope, ScopeShared};
 use crate::admission::Acquire;
 use crate::error::TaskError;
-use crate::pool::Shared;
-use crate::task::{self, TaskHandle, panic_message};
+use crate::registry::Shared;
+use crate::task::{self, TaskHandle};
+use crate::unwind::panic_message;
 
 impl Scope {
     /// Runs `f` on every item with at most `concurrency` items in flight, each item its own

@@ -9,8 +9,9 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
-use super::{TaskMeta, panic_message};
+use super::TaskMeta;
 use crate::error::TaskError;
+use crate::unwind::panic_message;
 
 pin_project! {
     /// One pool task: a body (a [`Guarded`](super::Guarded) user future, or a batch of them)

@@ -18,9 +18,10 @@ use std::task::{Context, Poll};
 use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
-use super::{TaskMeta, panic_message};
+use super::TaskMeta;
 use crate::error::TaskError;
 use crate::metrics::Outcome;
+use crate::unwind::panic_message;
 
 pin_project! {
     /// See the module doc.
@@ -127,7 +128,7 @@ fn finish<F: Future>(
     *this.finished = true;
     if *this.started && *this.sample_ns != 0 {
         let counters = &this.meta.pool().counters;
-        let worker = crate::scheduler::current_worker_index(this.meta.pool());
+        let worker = this.meta.pool().counter_row();
         counters.record_run_time(worker, counters.now_ns().saturating_sub(*this.sample_ns));
     }
     let outcome = Outcome::of(&result);
@@ -171,7 +172,7 @@ impl<F: Future> Future for Guarded<'_, F> {
             if sampled || pool.task_timeout.is_some() {
                 let now = pool.counters.now_ns();
                 if sampled {
-                    let worker = crate::scheduler::current_worker_index(pool);
+                    let worker = pool.counter_row();
                     let waited = now.saturating_sub(*this.sample_ns);
                     pool.counters.record_queue_wait(worker, waited);
                     *this.sample_ns = now;

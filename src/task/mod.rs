@@ -35,7 +35,6 @@ mod guard;
 mod handle;
 mod id;
 
-use std::any::Any;
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU8, Ordering};
 
@@ -43,7 +42,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::TaskError;
 use crate::metrics::Outcome;
-use crate::pool::Shared;
+use crate::registry::Shared;
 use crate::scope::ScopeShared;
 use std::sync::Arc;
 
@@ -153,8 +152,7 @@ impl TaskMeta {
     /// admitted unit that is not a batch item (a batch does both for its items).
     pub(crate) fn unit_finished(&self, outcome: Outcome) {
         let pool = self.pool();
-        pool.counters
-            .record(crate::scheduler::current_worker_index(pool), outcome);
+        pool.counters.record(pool.counter_row(), outcome);
         pool.admission.release();
     }
 }
@@ -178,17 +176,6 @@ impl CancelProbe<'_> {
     }
 }
 
-/// The text of a panic payload, as `std` prints it.
-pub(crate) fn panic_message(payload: &(dyn Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&'static str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "Box<dyn Any>".to_string()
-    }
-}
-
 /// Builds and schedules a task for `future`. The caller has already taken an admission slot
 /// for it; from here on the slot is released by the task itself (life-cycle step 4).
 pub(crate) fn spawn_admitted<F>(scope: &Arc<ScopeShared>, future: F) -> TaskHandle<F::Output>
@@ -197,8 +184,7 @@ where
     F::Output: Send + 'static,
 {
     let pool = &scope.pool;
-    pool.counters
-        .submitted(crate::scheduler::current_worker_index(pool));
+    pool.counters.submitted(pool.counter_row());
     spawn_task(scope, move |meta| Guarded::new(meta, future))
 }
 
@@ -213,7 +199,7 @@ pub(crate) fn drop_refused<F>(future: F) {
 /// handle resolved to `err`.
 pub(crate) fn fail_admitted<T>(scope: &Arc<ScopeShared>, err: TaskError) -> TaskHandle<T> {
     let pool = &scope.pool;
-    let worker = crate::scheduler::current_worker_index(pool);
+    let worker = pool.counter_row();
     pool.counters.submitted(worker);
     pool.counters
         .record(worker, Outcome::of::<()>(&Err(err.clone())));
