@@ -272,9 +272,14 @@ impl Scope {
                     break;
                 };
                 let (f, feed) = (f.clone(), source.feed());
-                let handle = task::spawn_task(&self.shared, move |meta| {
-                    BatchBody::new(meta, chunk, f, range, feed)
-                });
+                // SAFETY: `BatchBody` keeps `meta` in a field and lends it only to the
+                // `Guarded` items it owns and drops before itself; nothing of it outlives the
+                // body.
+                let handle = unsafe {
+                    task::spawn_task(&self.shared, move |meta| {
+                        BatchBody::new(meta, chunk, f, range, feed)
+                    })
+                };
                 in_flight.0.push(handle);
             }
             // A batch task fails as a whole only if this crate's own code panicked; its

@@ -10,7 +10,9 @@
 //! # Protocol
 //! 1. Ranges are handed out in order, one call at a time (by the caller, or under the
 //!    `Feed` lock when batches take items themselves): [`Output::range`] gives the next
-//!    `len` slots to one [`OutRange`]; ranges never overlap, and `[0, handed_out)` is covered.
+//!    `len` slots to one [`OutRange`]. Ranges never overlap, whatever the callers do: each
+//!    is claimed by one atomic read-modify-write that checks the bound before it commits.
+//!    `[0, handed_out)` is covered.
 //! 2. An `OutRange` initializes its slots front to back ([`OutRange::push`]); an
 //!    initialized slot may be replaced ([`OutRange::set`]). Only the `OutRange` touches
 //!    its slots while it lives.
@@ -65,21 +67,28 @@ impl<R> Output<R> {
         })
     }
 
-    /// The next `len` slots, for one batch (protocol step 1). Calls must never overlap
-    /// (`handed_out` is read, checked, then written): they come from the caller alone
-    /// (`par_map_async`), or from whoever holds the `Feed` lock (`batch_process`), which
-    /// also keeps ranges in the order items are taken.
+    /// The next `len` slots, for one batch (protocol step 1). The range is claimed by one
+    /// read-modify-write of `handed_out` that checks the bound before it commits, so ranges
+    /// never overlap, however the calls race: the soundness of the writes does not rest on
+    /// the callers. Their order does: the caller alone (`par_map_async`) or whoever holds
+    /// the `Feed` lock (`batch_process`) takes items and ranges together, in input order.
     ///
     /// # Panics
     /// If fewer than `len` slots are left (a bug in the caller).
     pub(crate) fn range(self: &Arc<Self>, len: usize) -> OutRange<R> {
-        let start = self.handed_out.load(Ordering::Relaxed);
-        assert!(
-            len <= self.len - start,
-            "Output::range: {len} slots asked, {} left",
-            self.len - start
-        );
-        self.handed_out.store(start + len, Ordering::Relaxed);
+        // `Relaxed` suffices: read-modify-writes of one atomic are totally ordered, so no two
+        // claims overlap; the slots' contents reach the reader through the `Arc` (step 4).
+        let claimed = self
+            .handed_out
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |start| {
+                (len <= self.len - start).then_some(start + len)
+            });
+        let start = claimed.unwrap_or_else(|start| {
+            panic!(
+                "Output::range: {len} slots asked, {} left",
+                self.len - start
+            )
+        });
         OutRange {
             out: self.clone(),
             start,
@@ -199,6 +208,36 @@ impl<R> Drop for OutRange<R> {
 mod tests {
     use super::*;
     use std::sync::atomic::AtomicUsize;
+
+    /// Ranges claimed from several threads at once never overlap: every slot is written
+    /// exactly once (each thread writes the start index of its range into every slot).
+    #[test]
+    fn ranges_claimed_concurrently_do_not_overlap() {
+        const N: usize = 3 * 4 * 20;
+        let out = Output::<usize>::new(N);
+        std::thread::scope(|s| {
+            for _ in 0..3 {
+                let out = out.clone();
+                s.spawn(move || {
+                    for _ in 0..20 {
+                        let mut r = out.range(4);
+                        for _ in 0..4 {
+                            r.push(Ok(r.start));
+                        }
+                    }
+                });
+            }
+        });
+        let v = out.into_vec().ok().expect("sole owner");
+        for (i, slot) in v.iter().enumerate() {
+            assert_eq!(
+                slot,
+                &Ok(i - i % 4),
+                "slot {i} belongs to the range starting at {}",
+                i - i % 4
+            );
+        }
+    }
 
     #[test]
     fn ranges_written_out_of_order_make_one_vector() {

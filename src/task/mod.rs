@@ -185,7 +185,9 @@ where
 {
     let pool = &scope.pool;
     pool.counters.submitted(pool.counter_row());
-    spawn_task(scope, move |meta| Guarded::new(meta, future))
+    // SAFETY: `Guarded` keeps `meta` in a field of its own and never hands it out; it lives
+    // exactly as long as the body.
+    unsafe { spawn_task(scope, move |meta| Guarded::new(meta, future)) }
 }
 
 /// Drops a future that was refused admission, on the caller's thread. A panic in its `Drop`
@@ -210,10 +212,12 @@ pub(crate) fn fail_admitted<T>(scope: &Arc<ScopeShared>, err: TaskError) -> Task
 /// Builds and schedules a pool task whose body `make_body` builds from the task's metadata.
 /// The body is responsible for its units' admission slots; the task only joins the scope.
 ///
-/// The `&'static TaskMeta` handed to `make_body` really lives as long as the task's
-/// allocation, which outlives the body: the body may keep it but must never move it
-/// anywhere that outlives the body itself (all bodies are this crate's own code).
-pub(crate) fn spawn_task<T, B>(
+/// # Safety
+/// The `&'static TaskMeta` handed to `make_body` really lives only as long as the task's
+/// allocation, which outlives the body. The body (and `make_body`) may keep the reference
+/// inside the body, but must never copy it anywhere that can outlive the body: not into a
+/// `'static` global, another task, a thread, or the task's output.
+pub(crate) unsafe fn spawn_task<T, B>(
     scope: &Arc<ScopeShared>,
     make_body: impl FnOnce(&'static TaskMeta) -> B,
 ) -> TaskHandle<T>
@@ -231,9 +235,9 @@ where
     // SAFETY: `spawn_unchecked` lets the future borrow the task's metadata, which async-task
     // keeps alive and in place for as long as the future exists. We name that borrow
     // `'static`; it is sound because the only code that sees it is the body built here, which
-    // keeps it inside itself (see the doc above). Every other requirement of the safe `spawn`
-    // holds: the future and its output are `Send`, and the schedule function is a plain
-    // `fn`, so `Send + Sync + 'static`.
+    // keeps it inside itself (this function's `# Safety` contract, upheld by each caller).
+    // Every other requirement of the safe `spawn` holds: the future and its output are
+    // `Send`, and the schedule function is a plain `fn`, so `Send + Sync + 'static`.
     let (runnable, task) = unsafe {
         async_task::Builder::new()
             .metadata(meta)
