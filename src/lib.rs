@@ -92,6 +92,10 @@ pub use pool::ThreadPoolInner;
 pub use retry::{RetryFuture, RetryPolicy, with_retry};
 pub use scope::{BatchOptions, Collect, Ordered, ProcessStream, Scope, SpawnPermit};
 pub use task::{TaskHandle, TaskId};
+/// tokio-util's cancellation token, re-exported because it appears in this crate's
+/// signatures ([`TaskHandle::cancellation_token`], [`Scope::cancellation_token`]): use this
+/// path and no direct dependency on tokio-util is needed to name it.
+pub use tokio_util::sync::CancellationToken;
 
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
