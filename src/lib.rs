@@ -10,7 +10,7 @@
 //!   [`Scope::try_spawn_with_handle`] returns `Err(Full)`) or wait their turn
 //!   ([`Scope::reserve`]). Memory stays bounded whatever the load.
 //! - **Cancellation**: per task ([`TaskHandle::cancel`], a per-task
-//!   [`CancellationToken`](tokio_util::sync::CancellationToken)), per [`Scope`] (cancel, or
+//!   [`CancellationToken`]), per [`Scope`] (cancel, or
 //!   drop it), or for the whole pool at shutdown. A suspended task is dropped promptly, not
 //!   when its I/O completes.
 //! - **Timeouts**: per pool (`task_timeout`, from a task's first poll) or per await
