@@ -42,16 +42,25 @@ pub struct Config {
 /// The `max_pending` both presets use.
 const PRESET_MAX_PENDING: usize = 10_000;
 
+/// The CPUs this process may use (affinity and cgroup quota), at least 1.
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl Config {
     /// For CPU-bound work: one worker per core, `max_pending` 10 000, stealing on, no timeout.
     ///
+    /// "Cores" is [`std::thread::available_parallelism`]: the CPUs this process may run on,
+    /// after its affinity mask and cgroup CPU quota (1 if it cannot be read).
+    ///
     /// ```
     /// use async_rayon::Config;
-    /// assert_eq!(Config::cpu_bound().num_threads, num_cpus::get());
+    /// let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// assert_eq!(Config::cpu_bound().num_threads, cores);
     /// ```
     pub fn cpu_bound() -> Self {
         Config {
-            num_threads: num_cpus::get().max(1),
+            num_threads: cores(),
             max_pending: Some(PRESET_MAX_PENDING),
             enable_work_stealing: true,
             task_timeout: None,
@@ -62,11 +71,12 @@ impl Config {
     ///
     /// ```
     /// use async_rayon::Config;
-    /// assert_eq!(Config::io_bound().num_threads, num_cpus::get() * 2);
+    /// let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+    /// assert_eq!(Config::io_bound().num_threads, cores * 2);
     /// ```
     pub fn io_bound() -> Self {
         Config {
-            num_threads: num_cpus::get().max(1) * 2,
+            num_threads: cores() * 2,
             ..Config::cpu_bound()
         }
     }

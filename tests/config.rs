@@ -21,7 +21,7 @@ fn expect_config_error(r: Result<Arc<ThreadPoolInner>, ConfigError>, what: &str)
 /// cpu_bound uses one thread per core; both presets bound max_pending at 10 000, steal, no timeout.
 #[test]
 fn presets_have_documented_values() {
-    let cores = num_cpus::get();
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let cpu = Config::cpu_bound();
     assert_eq!(cpu.num_threads, cores);
     assert_eq!(cpu.max_pending, Some(10_000));
