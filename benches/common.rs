@@ -110,19 +110,29 @@ pub fn joinset_semaphore(rt: &tokio::runtime::Runtime, n: usize, bound: usize) {
 }
 
 /// `n` tasks on a pool whose `max_pending` is the bound: `scope.reserve()` waits for a slot
-/// before each spawn; the handles are dropped and `scope.wait()` collects the tasks.
+/// before each spawn. Every task's output is collected, as [`joinset_semaphore`] does (the
+/// same work on both sides): handles wait in spawn order and the finished ones at the front
+/// are taken as it goes, so about `bound` handles are held at a time.
 pub fn async_rayon_reserve(
     pool: &async_rayon::ThreadPoolInner,
     scope: &async_rayon::Scope,
     n: usize,
 ) {
+    use futures::FutureExt;
     pool.block_on(async {
+        let mut handles = std::collections::VecDeque::new();
         for i in 0..n {
             let permit = scope.reserve().await.expect("open");
-            // Detached: scope.wait() below collects them all.
-            drop(permit.spawn_with_handle(async move { std::hint::black_box(i) }));
+            handles.push_back(permit.spawn_with_handle(async move { std::hint::black_box(i) }));
+            while handles.front().is_some_and(|h| h.is_finished()) {
+                let done = handles.pop_front().expect("front exists");
+                let r = done.now_or_never().expect("a finished handle is ready");
+                std::hint::black_box(r.expect("task"));
+            }
         }
-        scope.wait().await;
+        for h in handles {
+            std::hint::black_box(h.await.expect("task"));
+        }
     })
 }
 

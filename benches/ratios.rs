@@ -26,12 +26,19 @@ const BOUND: usize = 10_000;
 /// One system of a group: its name and one run of its workload.
 type System<'a> = (&'static str, Box<dyn FnMut() + 'a>);
 
-/// Runs every system once per round, the first one rotating, and prints the medians.
+/// Runs every system once untimed, then once per round, the first one rotating, and prints
+/// the medians.
 fn group(name: &str, rounds: usize, mut systems: Vec<System<'_>>) {
     if let Ok(wanted) = std::env::var("ONLY")
         && !wanted.split(',').any(|g| g == name)
     {
         return;
+    }
+    // One untimed warm-up run of each system first: the first run of a system pays for
+    // thread start-up, page faults of fresh allocations and cold caches, which would
+    // otherwise land in whichever system the first round happens to start with.
+    for (_, run) in systems.iter_mut() {
+        run();
     }
     let mut times: Vec<Vec<Duration>> = vec![Vec::new(); systems.len()];
     for round in 0..rounds {
