@@ -25,20 +25,29 @@ fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
     Pin::new(f).poll(&mut Context::from_waker(&waker))
 }
 
-/// Admission: an acquire and release racing `close` leave nothing pending and admit nothing
-/// after close (the closed bit and the count share one CAS).
+/// Admission: an acquire and its release racing `close`. An acquire made after `close`
+/// has returned (seen through a flag the closer sets afterwards) is refused with `Shutdown`;
+/// one that won the race is counted until its release, and the count ends at zero. (A
+/// `close` that set CLOSED by a load and a separate store, losing a racing acquire's
+/// increment, fails here: the count wraps below zero.)
 #[test]
 fn loom_admission_acquire_release_vs_close() {
     loom::model(|| {
         let a = Arc::new(Admission::new(Some(1)));
-        let a1 = a.clone();
+        let close_returned = Arc::new(AtomicBool::new(false));
+        let (a1, c1) = (a.clone(), close_returned.clone());
         let t = thread::spawn(move || {
-            if a1.try_acquire().is_ok() {
-                a1.release();
+            let after_close = c1.load(SeqCst);
+            match a1.try_acquire() {
+                Ok(()) => {
+                    assert!(!after_close, "admitted after close returned");
+                    a1.release();
+                }
+                Err(e) => assert_eq!(e, SpawnError::Shutdown),
             }
         });
         a.close();
-        assert_eq!(a.try_acquire(), Err(SpawnError::Shutdown));
+        close_returned.store(true, SeqCst);
         t.join().expect("thread");
         assert_eq!(a.pending(), 0);
     });
