@@ -6,7 +6,6 @@
 //! (tokio-util's token, tokio's `Notify`), so their models replay our side of the protocol with
 //! the same orderings and fences as the code they name.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
@@ -175,21 +174,52 @@ impl Parker {
     }
 }
 
+/// A run queue with the orderings of crossbeam's lock-free injector as the scheduler relies
+/// on them: a push publishes with `Release`, a pop and an emptiness check read with
+/// `Acquire`. No lock, so nothing but the protocol's own fences orders a push against the
+/// idle state (a `Mutex` here would order them by itself and hide a missing fence).
+struct LockFreeQueue {
+    items: AtomicUsize,
+}
+
+impl LockFreeQueue {
+    fn push(&self) {
+        self.items.fetch_add(1, Release);
+    }
+    fn pop(&self) -> bool {
+        let mut n = self.items.load(Acquire);
+        while n > 0 {
+            match self.items.compare_exchange(n, n - 1, Acquire, Acquire) {
+                Ok(_) => return true,
+                Err(now) => n = now,
+            }
+        }
+        false
+    }
+    fn is_empty(&self) -> bool {
+        self.items.load(Acquire) == 0
+    }
+}
+
 /// Park/unpark against a push (`scheduler/README.md`): the worker's loop and the pusher's
-/// notify, over the real `Idle`. A worker that finds the queue empty and parks is always woken
-/// for a task pushed concurrently (loom reports a deadlock otherwise).
+/// notify, over the real `Idle` and a queue without a lock. A worker that finds the queue
+/// empty and parks is always woken for a task pushed concurrently (loom reports a deadlock
+/// otherwise). Without the pusher's fence (`Scheduler::push_remote`) or the parking worker's
+/// (`worker.rs`), loom finds the worker asleep with the task queued.
 #[test]
 fn loom_park_vs_push_no_lost_wakeup() {
     loom::model(|| {
         let idle = Arc::new(Idle::new(1));
-        let queue = Arc::new(Mutex::new(VecDeque::new()));
+        let queue = Arc::new(LockFreeQueue {
+            items: AtomicUsize::new(0),
+        });
         let parker = Arc::new(Parker {
             token: Mutex::new(false),
             cv: Condvar::new(),
         });
         let (i2, q2, p2) = (idle.clone(), queue.clone(), parker.clone());
         let pusher = thread::spawn(move || {
-            q2.lock().expect("lock").push_back(7u32);
+            q2.push();
             fence(SeqCst);
             if i2.worker_to_notify().is_some() {
                 p2.unpark();
@@ -197,13 +227,13 @@ fn loom_park_vs_push_no_lost_wakeup() {
         });
         // The worker loop of `worker.rs`, for one worker and one task.
         let mut searching = false;
-        let got = loop {
-            if let Some(x) = queue.lock().expect("lock").pop_front() {
+        loop {
+            if queue.pop() {
                 if searching && idle.transition_worker_from_searching() {
                     // Last searcher: would hand the search on; no other worker here.
                     let _ = idle.worker_to_notify();
                 }
-                break x;
+                break;
             }
             if !searching {
                 searching = idle.transition_worker_to_searching();
@@ -213,15 +243,14 @@ fn loom_park_vs_push_no_lost_wakeup() {
             }
             let last = idle.transition_worker_to_parked(0, searching);
             fence(SeqCst);
-            if last && !queue.lock().expect("lock").is_empty() && idle.worker_to_notify().is_some()
-            {
+            if last && !queue.is_empty() && idle.worker_to_notify().is_some() {
                 parker.unpark();
             }
             parker.park();
             // Woken by a notifier, which counted this worker as searching.
             searching = true;
-        };
-        assert_eq!(got, 7);
+        }
+        assert!(queue.is_empty(), "the task was taken");
         pusher.join().expect("pusher");
     });
 }
