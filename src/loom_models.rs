@@ -336,6 +336,12 @@ fn loom_scope_wait_vs_last_task() {
 /// child; the task checks the flag, then creates its child token under the same lock (a child
 /// of a cancelled parent starts cancelled, as in tokio-util). The task either sees the flag or
 /// ends up with a cancelled token, so it never sleeps through its scope's end.
+///
+/// What this guards is the token tree: the flag is a fast path (a task that sees it never
+/// creates a token) and the property holds without it, because the lock alone orders the
+/// child's creation against the parent's cancel. What breaks it is a child created without
+/// taking its parent's cancelled state (`t.2 = false` below): loom then finds the task
+/// suspended on a live token after its scope was dropped.
 #[test]
 fn loom_scope_drop_vs_task_suspend() {
     loom::model(|| {
