@@ -18,6 +18,7 @@ use crate::registry::Shared;
 use crate::task::{self, TaskHandle};
 
 mod batch;
+mod carrier;
 mod output;
 mod stream;
 
