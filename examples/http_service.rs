@@ -27,13 +27,11 @@
 use std::future::{Future, IntoFuture};
 use std::io::Write;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use async_rayon::{Scope, SpawnError, TaskError, TaskHandle, ThreadPoolInner};
+use async_rayon::{Scope, SpawnError, TaskError, ThreadPoolInner};
 use axum::Router;
 use axum::error_handling::HandleErrorLayer;
 use axum::extract::{Query, State};
@@ -152,7 +150,6 @@ struct App {
     shed: AtomicU64,
     refused: AtomicU64,
     timed_out: AtomicU64,
-    cancelled: AtomicU64,
     panicked: AtomicU64,
 }
 
@@ -170,32 +167,6 @@ struct WorkQuery {
 struct WorkReply {
     ms: u64,
     cpu_us: u64,
-}
-
-/// A [`TaskHandle`] that cancels its task when dropped before the task finished. Hyper drops
-/// a handler's future when its client disconnects; a plain `TaskHandle` would then detach the
-/// task and let it run on, holding its `max_pending` slot, for nobody.
-struct CancelOnDrop<'a, T> {
-    handle: TaskHandle<T>,
-    /// Counts the tasks cancelled this way.
-    cancelled: &'a AtomicU64,
-}
-
-impl<T> Future for CancelOnDrop<'_, T> {
-    type Output = Result<T, TaskError>;
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        Pin::new(&mut self.handle).poll(cx)
-    }
-}
-
-impl<T> Drop for CancelOnDrop<'_, T> {
-    fn drop(&mut self) {
-        if !self.handle.is_finished() {
-            self.handle.cancel();
-            self.cancelled.fetch_add(1, Relaxed);
-        }
-    }
 }
 
 /// Spins the calling thread for `d`: the CPU part of a request.
@@ -276,19 +247,15 @@ async fn work(State(app): State<Arc<App>>, Query(q): Query<WorkQuery>) -> Respon
             return unavailable(false, "shutting down\n");
         }
     };
-    let task = CancelOnDrop {
-        handle,
-        cancelled: &app.cancelled,
-    };
-    match task.await {
+    // Hyper drops this handler's future when its client disconnects. A plain `TaskHandle`
+    // would then detach the task and let it run on, holding its `max_pending` slot, for
+    // nobody; `cancel_on_drop` cancels it instead.
+    match handle.cancel_on_drop().await {
         Ok(()) => served(&app, &q),
         Err(TaskError::TimedOut) => timed_out(&app),
         Err(TaskError::Panicked(msg)) => panicked(&app, &msg),
-        Err(_) => {
-            // Cancelled (the pool's shutdown ran out of time), or refused.
-            app.cancelled.fetch_add(1, Relaxed);
-            unavailable(false, "task cancelled\n")
-        }
+        // Cancelled: the pool's shutdown ran out of time.
+        Err(_) => unavailable(false, "task cancelled\n"),
     }
 }
 
@@ -414,14 +381,13 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let export = pool.start_metrics_export(Duration::from_millis(100));
 
     let app = Arc::new(App {
-        scope: Scope::new(pool.clone()),
+        scope: pool.scope(),
         prometheus,
         shutting_down: AtomicBool::new(false),
         served: AtomicU64::new(0),
         shed: AtomicU64::new(0),
         refused: AtomicU64::new(0),
         timed_out: AtomicU64::new(0),
-        cancelled: AtomicU64::new(0),
         panicked: AtomicU64::new(0),
     });
     let work_route = match args.stack {
@@ -494,7 +460,7 @@ async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
         n(&app.shed),
         n(&app.refused),
         n(&app.timed_out),
-        n(&app.cancelled),
+        pool.metrics_fast().cancelled,
         n(&app.panicked),
         began.elapsed().as_millis()
     )?;

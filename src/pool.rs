@@ -148,6 +148,19 @@ impl ThreadPoolInner {
         &self.shared
     }
 
+    /// A new [`Scope`](crate::Scope) on this pool: the same as `Scope::new(pool.clone())`.
+    ///
+    /// ```
+    /// use async_rayon::ThreadPoolInner;
+    ///
+    /// let pool = ThreadPoolInner::new(2, Some(100));
+    /// let scope = pool.scope();
+    /// assert_eq!(pool.block_on(scope.spawn_with_handle(async { 7 })), Ok(7));
+    /// ```
+    pub fn scope(self: &Arc<Self>) -> crate::Scope {
+        crate::Scope::new(self.clone())
+    }
+
     /// The pool's name (the builder's `name`, default `async_rayon`).
     pub fn name(&self) -> &str {
         &self.name

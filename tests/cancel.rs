@@ -475,3 +475,57 @@ fn cancel_of_a_suspended_task_takes_effect_promptly() {
         resolved.saturating_duration_since(called)
     });
 }
+
+/// `cancel_on_drop`: dropping the future before the task finished cancels the task (its
+/// future is dropped, its slot freed, it counts as cancelled); awaiting it to the end gives
+/// the value as the plain handle would; `into_handle` disarms it.
+#[test]
+fn cancel_on_drop_cancels_an_abandoned_task_and_only_that() {
+    let pool = async_rayon::ThreadPoolInner::new(2, Some(1));
+    let scope = pool.scope();
+    let (guard, dropped) = common::drop_flag();
+    pool.block_on(async {
+        let abandoned = scope
+            .spawn_with_handle(async move {
+                let _guard = guard;
+                tokio::time::sleep(Duration::from_secs(60)).await;
+            })
+            .cancel_on_drop();
+        // The caller gives up (a client disconnecting): the future is dropped unfinished.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(20), abandoned)
+                .await
+                .is_err()
+        );
+        common::within(5, "the abandoned task ends", scope.wait()).await;
+    });
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the task's future was dropped"
+    );
+    assert_eq!(pool.pending_tasks(), 0, "its slot is free");
+    assert_eq!(pool.metrics_fast().cancelled, 1);
+
+    let value = pool.block_on(scope.spawn_with_handle(async { 5 }).cancel_on_drop());
+    assert_eq!(value, Ok(5));
+
+    let (guard, dropped) = common::drop_flag();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let disarmed = scope
+        .spawn_with_handle(async move {
+            let _guard = guard;
+            tokio::time::sleep(Duration::from_millis(30)).await;
+            tx.send(()).expect("receiver alive");
+        })
+        .cancel_on_drop()
+        .into_handle();
+    disarmed.detach();
+    rx.recv_timeout(Duration::from_secs(5))
+        .expect("a detached task runs to its end");
+    assert!(common::eventually(Duration::from_secs(5), || dropped.load(Ordering::SeqCst)));
+    assert_eq!(
+        pool.metrics_fast().cancelled,
+        1,
+        "detaching cancelled nothing"
+    );
+}

@@ -144,6 +144,113 @@ impl<T> TaskHandle<T> {
     }
 }
 
+impl<T> TaskHandle<T> {
+    /// Lets the task run on without its handle: the same as dropping the handle, said out
+    /// loud. The task keeps running, its value is dropped when it finishes, and it still
+    /// counts for [`Scope::wait`](crate::Scope::wait), [`Scope::cancel`](crate::Scope::cancel)
+    /// and shutdown.
+    ///
+    /// ```
+    /// use async_rayon::ThreadPoolInner;
+    ///
+    /// let pool = ThreadPoolInner::new(1, None);
+    /// let scope = pool.scope();
+    /// scope.spawn_with_handle(async { /* background work */ }).detach();
+    /// pool.block_on(scope.wait());
+    /// ```
+    pub fn detach(self) {
+        drop(self);
+    }
+
+    /// This handle as a future that **cancels the task if it is dropped before the task
+    /// finished**, where a plain handle would detach it. It is what a request handler needs:
+    /// when the client goes away, the server drops the handler's future, and the task stops
+    /// instead of running on and holding its `max_pending` slot for nobody.
+    ///
+    /// ```
+    /// use async_rayon::{TaskError, ThreadPoolInner};
+    /// use std::time::Duration;
+    ///
+    /// let pool = ThreadPoolInner::new(1, Some(1));
+    /// let scope = pool.scope();
+    /// pool.block_on(async {
+    ///     let slow = scope
+    ///         .spawn_with_handle(async { tokio::time::sleep(Duration::from_secs(60)).await })
+    ///         .cancel_on_drop();
+    ///     // The request is abandoned: its future is dropped mid-way.
+    ///     let _ = tokio::time::timeout(Duration::from_millis(10), slow).await;
+    ///     scope.wait().await; // returns at once: the task was cancelled, its slot is free
+    ///     assert_eq!(pool.pending_tasks(), 0);
+    /// });
+    /// ```
+    pub fn cancel_on_drop(self) -> CancelOnDrop<T> {
+        CancelOnDrop { handle: Some(self) }
+    }
+}
+
+/// A [`TaskHandle`] that cancels its task when dropped before the task finished; from
+/// [`TaskHandle::cancel_on_drop`]. As a future it resolves exactly like the handle.
+#[must_use = "dropping a CancelOnDrop cancels the task; await it"]
+pub struct CancelOnDrop<T> {
+    /// `None` only after [`into_handle`](Self::into_handle).
+    handle: Option<TaskHandle<T>>,
+}
+
+impl<T> CancelOnDrop<T> {
+    /// The task's id.
+    pub fn id(&self) -> TaskId {
+        self.handle().id()
+    }
+
+    /// Cancels the task now (see [`TaskHandle::cancel`]).
+    pub fn cancel(&self) {
+        self.handle().cancel();
+    }
+
+    /// The plain handle back: dropping it detaches the task again.
+    pub fn into_handle(mut self) -> TaskHandle<T> {
+        match self.handle.take() {
+            Some(handle) => handle,
+            None => unreachable!("CancelOnDrop holds its handle until into_handle"),
+        }
+    }
+
+    fn handle(&self) -> &TaskHandle<T> {
+        match &self.handle {
+            Some(handle) => handle,
+            None => unreachable!("CancelOnDrop holds its handle until into_handle"),
+        }
+    }
+}
+
+impl<T> Future for CancelOnDrop<T> {
+    type Output = Result<T, TaskError>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.handle.as_mut() {
+            Some(handle) => Pin::new(handle).poll(cx),
+            None => unreachable!("CancelOnDrop holds its handle until into_handle"),
+        }
+    }
+}
+
+impl<T> Drop for CancelOnDrop<T> {
+    fn drop(&mut self) {
+        if let Some(handle) = &self.handle
+            && !handle.resolved
+        {
+            // A task that finished meanwhile keeps its value; this only stops one that runs.
+            handle.cancel();
+        }
+    }
+}
+
+impl<T> fmt::Debug for CancelOnDrop<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_tuple("CancelOnDrop").field(&self.handle).finish()
+    }
+}
+
 impl<T> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 

@@ -46,7 +46,7 @@ use crate::registry::Shared;
 use crate::scope::ScopeShared;
 use std::sync::Arc;
 
-pub use handle::TaskHandle;
+pub use handle::{CancelOnDrop, TaskHandle};
 pub use id::TaskId;
 
 pub(crate) use future::TaskFuture;
