@@ -139,6 +139,7 @@ pub struct PoolBuilder {
     pub(crate) stack_size: Option<usize>,
     pub(crate) on_thread_start: Option<ThreadHook>,
     pub(crate) on_thread_stop: Option<ThreadHook>,
+    pub(crate) runtime: Option<tokio::runtime::Handle>,
 }
 
 /// The pool name used when none is given; also the metrics label.
@@ -153,6 +154,7 @@ impl PoolBuilder {
             stack_size: None,
             on_thread_start: None,
             on_thread_stop: None,
+            runtime: None,
         }
     }
 
@@ -211,6 +213,33 @@ impl PoolBuilder {
     /// [`ConfigError::ThreadSpawn`].
     pub fn stack_size(mut self, bytes: usize) -> Self {
         self.stack_size = Some(bytes);
+        self
+    }
+
+    /// The tokio runtime whose timers and I/O the pool's tasks use. Without it, the pool
+    /// uses the runtime current when [`build`](Self::build) runs, and outside any runtime it
+    /// starts a small current-thread runtime of its own on one thread (`{name}-io`).
+    ///
+    /// ```
+    /// use async_rayon::ThreadPoolInner;
+    /// use std::time::Duration;
+    ///
+    /// let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    /// let pool = ThreadPoolInner::builder()
+    ///     .num_threads(2)
+    ///     .runtime(rt.handle().clone())
+    ///     .build()
+    ///     .expect("valid settings");
+    /// let scope = pool.scope();
+    /// // Tasks' timers run on `rt`, which something must drive: here `rt.block_on`.
+    /// let slept = rt.block_on(scope.spawn_with_handle(async {
+    ///     tokio::time::sleep(Duration::from_millis(1)).await;
+    ///     "slept"
+    /// }));
+    /// assert_eq!(slept, Ok("slept"));
+    /// ```
+    pub fn runtime(mut self, handle: tokio::runtime::Handle) -> Self {
+        self.runtime = Some(handle);
         self
     }
 

@@ -132,9 +132,11 @@ pub(crate) struct Started {
 pub(crate) fn start(b: &PoolBuilder) -> Result<Started, ConfigError> {
     let config = &b.config;
     let prefix = b.thread_name.clone().unwrap_or_else(|| b.name.clone());
-    let (rt, io) = match Handle::try_current() {
-        Ok(handle) => (handle, None),
-        Err(_) => {
+    // The runtime given to the builder, else the one current now, else one of our own.
+    let runtime = b.runtime.clone().or_else(|| Handle::try_current().ok());
+    let (rt, io) = match runtime {
+        Some(handle) => (handle, None),
+        None => {
             let (handle, io) = IoThread::start(&prefix)?;
             (handle, Some(io))
         }

@@ -293,3 +293,44 @@ fn builder_settings_take_effect() {
         .expect("slot free after the timed-out task");
     assert_eq!(pool.block_on(h), Ok(9));
 }
+
+/// Names of this process's threads, from /proc/self/task/*/comm.
+fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .expect("read /proc/self/task")
+        .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("comm")).ok())
+        .map(|n| n.trim().to_string())
+        .collect()
+}
+
+/// `PoolBuilder::runtime`: tasks use the given runtime for their timers, and the pool starts
+/// no runtime thread of its own even when built outside any runtime; without it, it does.
+#[test]
+fn builder_runtime_is_used_instead_of_a_runtime_of_the_pools_own() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .expect("tokio runtime");
+    let given = async_rayon::ThreadPoolInner::builder()
+        .name("given-rt")
+        .num_threads(1)
+        .runtime(rt.handle().clone())
+        .build()
+        .expect("valid settings");
+    let own = async_rayon::ThreadPoolInner::builder()
+        .name("own-rt")
+        .num_threads(1)
+        .build()
+        .expect("valid settings");
+    let names = thread_names();
+    assert!(!names.iter().any(|n| n == "given-rt-io"), "{names:?}");
+    assert!(names.iter().any(|n| n == "own-rt-io"), "{names:?}");
+    let scope = given.scope();
+    let slept = given.block_on(scope.spawn_with_handle(async {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        "slept"
+    }));
+    assert_eq!(slept, Ok("slept"));
+    drop(own);
+}
