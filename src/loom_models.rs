@@ -98,6 +98,24 @@ fn loom_admission_dropped_waiter_vs_hand_off() {
     });
 }
 
+/// A pool of 2 with both slots taken, two callers running `caller` on their own threads, and
+/// the main thread releasing both slots; then nothing may be left pending.
+fn two_callers_on_a_full_pool(caller: fn(&Admission)) {
+    let a = Arc::new(Admission::new(Some(2)));
+    assert_eq!(a.try_acquire_up_to(2), Ok(2));
+    let callers: Vec<_> = (0..2)
+        .map(|_| {
+            let a = a.clone();
+            thread::spawn(move || caller(&a))
+        })
+        .collect();
+    a.release_many(2);
+    for c in callers {
+        c.join().expect("caller");
+    }
+    assert_eq!(a.pending(), 0);
+}
+
 /// Two bulk callers each wanting both slots of a full pool, and a releaser freeing them:
 /// each caller takes what it is granted, holds it only while it "runs" (releases at once),
 /// and both finish, whatever the interleaving; nothing is left pending. (A caller that kept
@@ -105,23 +123,11 @@ fn loom_admission_dropped_waiter_vs_hand_off() {
 #[test]
 fn loom_admission_two_bulk_waiters_and_a_releaser() {
     loom::model(|| {
-        let a = Arc::new(Admission::new(Some(2)));
-        assert_eq!(a.try_acquire_up_to(2), Ok(2));
-        let callers: Vec<_> = (0..2)
-            .map(|_| {
-                let a = a.clone();
-                thread::spawn(move || {
-                    let got = loom::future::block_on(a.acquire_up_to(2)).expect("not closed");
-                    assert!((1..=2).contains(&got), "granted {got} of 2");
-                    a.release_many(got);
-                })
-            })
-            .collect();
-        a.release_many(2);
-        for c in callers {
-            c.join().expect("caller");
-        }
-        assert_eq!(a.pending(), 0);
+        two_callers_on_a_full_pool(|a| {
+            let got = loom::future::block_on(a.acquire_up_to(2)).expect("not closed");
+            assert!((1..=2).contains(&got), "granted {got} of 2");
+            a.release_many(got);
+        })
     });
 }
 
@@ -134,23 +140,12 @@ fn loom_admission_two_bulk_waiters_and_a_releaser() {
 #[ignore = "aborts the test process by design: run alone with --ignored"]
 fn loom_admission_hold_and_wait_is_found() {
     loom::model(|| {
-        let a = Arc::new(Admission::new(Some(2)));
-        assert_eq!(a.try_acquire_up_to(2), Ok(2));
-        let callers: Vec<_> = (0..2)
-            .map(|_| {
-                let a = a.clone();
-                thread::spawn(move || {
-                    for _ in 0..2 {
-                        loom::future::block_on(a.acquire()).expect("not closed");
-                    }
-                    a.release_many(2);
-                })
-            })
-            .collect();
-        a.release_many(2);
-        for c in callers {
-            c.join().expect("caller");
-        }
+        two_callers_on_a_full_pool(|a| {
+            for _ in 0..2 {
+                loom::future::block_on(a.acquire()).expect("not closed");
+            }
+            a.release_many(2);
+        })
     });
 }
 

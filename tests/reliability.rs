@@ -112,24 +112,7 @@ const LEAK_TRIES: usize = 3;
 #[test]
 fn hundred_lifecycles_leak_no_threads_or_memory() {
     let _g = serial();
-    let exe = std::env::current_exe().expect("path of this test binary");
-    let out = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "lifecycles_leak_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(LIFECYCLES_CHILD_ENV, "1")
-        .output()
-        .expect("run the child test process");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child test failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
+    let stdout = common::run_child_test("lifecycles_leak_child", LIFECYCLES_CHILD_ENV);
     if let Some(line) = stdout.lines().find(|l| l.contains("lifecycles:")) {
         println!("{line}");
     }

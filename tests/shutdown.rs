@@ -153,6 +153,18 @@ async fn shutdown_timeout_cancels_what_is_left() {
     .await;
 }
 
+/// Spawns a task that blocks its worker thread for `d` without yielding; the flag is set
+/// once it has started.
+fn spawn_blocker(scope: &Scope, d: Duration) -> (async_rayon::TaskHandle<()>, Arc<AtomicBool>) {
+    let started = Arc::new(AtomicBool::new(false));
+    let flag = started.clone();
+    let handle = scope.spawn_with_handle(async move {
+        flag.store(true, Ordering::SeqCst);
+        std::thread::sleep(d);
+    });
+    (handle, started)
+}
+
 /// shutdown_timeout(d) returns within `d + SHUTDOWN_SLACK` (best of TRIES) even if a task
 /// blocks its worker thread and never yields: that worker is detached, not joined.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -166,12 +178,7 @@ async fn shutdown_timeout_returns_on_time_with_a_blocked_thread() {
         || async {
             let pool = pool(2);
             let scope = Scope::new(pool.clone());
-            let blocking = Arc::new(AtomicBool::new(false));
-            let b = blocking.clone();
-            let blocker = scope.spawn_with_handle(async move {
-                b.store(true, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(1500));
-            });
+            let (blocker, blocking) = spawn_blocker(&scope, Duration::from_millis(1500));
             let sleeper = scope.spawn_with_handle(async {
                 tokio::time::sleep(Duration::from_secs(3600)).await;
             });
@@ -206,12 +213,7 @@ async fn shutdown_timeout_zero_returns_at_once() {
         || async {
             let pool = pool(2);
             let scope = Scope::new(pool.clone());
-            let blocking = Arc::new(AtomicBool::new(false));
-            let b = blocking.clone();
-            let blocker = scope.spawn_with_handle(async move {
-                b.store(true, Ordering::SeqCst);
-                std::thread::sleep(Duration::from_millis(1000));
-            });
+            let (blocker, blocking) = spawn_blocker(&scope, Duration::from_millis(1000));
             let stuck: Vec<_> = (0..5)
                 .map(|_| scope.spawn_with_handle(std::future::pending::<()>()))
                 .collect();
@@ -333,24 +335,7 @@ const CYCLES_CHILD_ENV: &str = "ASYNC_RAYON_TEST_CYCLES_CHILD";
 /// other tests' threads do not disturb the count).
 #[test]
 fn create_drop_cycles_keep_thread_count_flat() {
-    let exe = std::env::current_exe().expect("path of this test binary");
-    let out = std::process::Command::new(exe)
-        .args([
-            "--exact",
-            "create_drop_cycles_child",
-            "--ignored",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CYCLES_CHILD_ENV, "1")
-        .output()
-        .expect("run the child test process");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success() && stdout.contains("1 passed"),
-        "child test failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
-    );
+    common::run_child_test("create_drop_cycles_child", CYCLES_CHILD_ENV);
 }
 
 /// Child half of create_drop_cycles_keep_thread_count_flat (ignored unless run by it).

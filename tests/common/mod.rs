@@ -432,3 +432,29 @@ pub async fn best_of_async<F: std::future::Future<Output = Duration>>(
     }
     judge(what, bound, &seen)
 }
+
+/// Runs the ignored test `name` of the current test binary alone in a child process, with
+/// `env` set to "1" (the child checks it), and returns the child's stdout. Panics with the
+/// child's output if it did not pass. For measurements that other tests' threads and
+/// allocations would disturb.
+pub fn run_child_test(name: &str, env: &str) -> String {
+    let exe = std::env::current_exe().expect("path of this test binary");
+    let out = std::process::Command::new(exe)
+        .args([
+            "--exact",
+            name,
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(env, "1")
+        .output()
+        .expect("run the child test process");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success() && stdout.contains("1 passed"),
+        "child test {name} failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
+    );
+    stdout
+}
