@@ -209,7 +209,7 @@ fn peak_rss_mib() -> f64 {
 
 fn live_line(m: &PoolMetrics) -> String {
     format!(
-        "io: act {} q {} util {:.0}% ok {:.1}% retry {}",
+        "io act {} q {} util {:.0}% ok {:.1}% retry {}",
         m.active_tasks,
         m.queued_tasks,
         m.utilization() * 100.0,

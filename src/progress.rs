@@ -37,7 +37,7 @@ impl Progress {
         // One line of about 60 columns before the message: a short bar, and the rate as a
         // whole number with thousands separators (`20,691/s`, not `20691.3277/s`).
         let style = ProgressStyle::with_template(
-            "{spinner} [{elapsed_precise}] {bar:12} {pos}/{len} {rate} ETA {eta} {msg}",
+            "{spinner} [{elapsed_precise}] {bar:10} {pos}/{len} {rate} ETA {eta} {msg}",
         )
         .map(|s| {
             s.with_key(
