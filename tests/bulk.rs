@@ -288,7 +288,7 @@ fn bulk_calls_respect_max_pending_without_rejecting() {
     let max = 16;
     let pool = pool(2, Some(max));
     let scope = Scope::new(pool.clone());
-    let census = Census::default();
+    let census = common::Census::default();
     let c = census.clone();
     let work = move |i: u32| {
         let c = c.clone();
@@ -306,7 +306,7 @@ fn bulk_calls_respect_max_pending_without_rejecting() {
         work,
     ));
     assert!(r2.iter().all(Result::is_ok), "batch: none rejected");
-    let peak = census.peak.load(SeqCst);
+    let peak = census.peak();
     assert!(
         peak <= max,
         "{peak} items alive at once, max_pending is {max}"
@@ -510,31 +510,6 @@ fn process_stream_is_send_and_unpin() {
     assert_send_unpin(&s.ordered());
 }
 
-/// Counts the user futures alive at once (created, not yet dropped) and the most ever seen,
-/// independently of the pool's own admission counter.
-#[derive(Clone, Default)]
-struct Census {
-    live: Arc<AtomicUsize>,
-    peak: Arc<AtomicUsize>,
-}
-
-/// Held inside a user future: counted from creation to drop.
-struct Counted(Census);
-
-impl Census {
-    fn enter(&self) -> Counted {
-        let now = self.live.fetch_add(1, SeqCst) + 1;
-        self.peak.fetch_max(now, SeqCst);
-        Counted(self.clone())
-    }
-}
-
-impl Drop for Counted {
-    fn drop(&mut self) {
-        self.0.live.fetch_sub(1, SeqCst);
-    }
-}
-
 /// Concurrent bulk calls on one scope, whose batches together want more slots than
 /// `max_pending`: every call finishes (no call holds slots while it waits for more), every
 /// item has its outcome, and no more than `max_pending` user futures are ever alive.
@@ -545,7 +520,7 @@ fn concurrent_bulk_calls_share_a_small_pool_without_deadlock() {
     const N: u64 = 400;
     let pool = pool(2, Some(MAX));
     let scope = Arc::new(Scope::new(pool.clone()));
-    let census = Census::default();
+    let census = common::Census::default();
     let items: Arc<Vec<u64>> = Arc::new((0..N).collect());
     let finished = pool.block_on(async {
         let mut calls = Vec::new();
@@ -592,8 +567,8 @@ fn concurrent_bulk_calls_share_a_small_pool_without_deadlock() {
         .await
     });
     assert_eq!(finished, CALLS);
-    assert_eq!(census.live.load(SeqCst), 0, "every user future was dropped");
-    let peak = census.peak.load(SeqCst);
+    assert_eq!(census.live(), 0, "every user future was dropped");
+    let peak = census.peak();
     assert!(
         peak <= MAX,
         "{peak} user futures alive at once, max_pending is {MAX}"

@@ -24,6 +24,8 @@ use futures::future::BoxFuture;
 use futures::stream::FuturesUnordered;
 use parking_lot::Mutex;
 
+mod common;
+
 const MAX_PENDING: usize = 2_000;
 
 fn task_count() -> usize {
@@ -75,26 +77,7 @@ struct Census {
     created: AtomicU64,
     dropped: AtomicU64,
     /// Futures polled at least once and not dropped yet: each holds an admission slot.
-    started: AtomicUsize,
-    /// The most `started` futures alive at once.
-    peak_started: AtomicUsize,
-}
-
-/// Counts a future from its first poll to its drop in `Census::started`.
-struct Started(Arc<Census>);
-
-impl Started {
-    fn enter(census: &Arc<Census>) -> Started {
-        let now = census.started.fetch_add(1, SeqCst) + 1;
-        census.peak_started.fetch_max(now, SeqCst);
-        Started(census.clone())
-    }
-}
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        self.0.started.fetch_sub(1, SeqCst);
-    }
+    started: common::Census,
 }
 
 /// Counts its creation and drop; optionally panics when dropped.
@@ -178,10 +161,10 @@ fn chaos_future(
 ) -> impl std::future::Future<Output = u32> + Send + 'static {
     let probe = Probe::new(census, kind == 3);
     let stash = stash.clone();
-    let census = census.clone();
+    let started = census.started.clone();
     async move {
         let _probe = probe;
-        let _started = Started::enter(&census);
+        let _started = started.enter();
         match kind {
             0 | 3 => {}
             1 => {
@@ -393,7 +376,7 @@ fn check(name: &str, n: usize, tally: Tally, census: &Census, max_seen: usize, t
         tally.panicked,
         tally.rejected,
         tally.shutdown,
-        census.peak_started.load(SeqCst),
+        census.started.peak(),
         took.as_secs_f64()
     );
     assert_eq!(
@@ -402,7 +385,7 @@ fn check(name: &str, n: usize, tally: Tally, census: &Census, max_seen: usize, t
         "exactly one outcome per submission"
     );
     assert!(max_seen <= MAX_PENDING, "pending reached {max_seen}");
-    let peak = census.peak_started.load(SeqCst);
+    let peak = census.started.peak();
     assert!(
         peak <= MAX_PENDING,
         "{peak} futures were started and not dropped at once, max_pending is {MAX_PENDING}"

@@ -1,8 +1,8 @@
 //! `batch_process` and `par_map_async`: many items, one pool task per batch.
 //!
 //! The caller cuts the items into batches and runs each batch as one *carrier* task
-//! ([`BatchBody`], in `carrier.rs`) that drives its items' futures concurrently, each item a unit with its
-//! own outcome, timeout and panic isolation. No task is allocated per item: an item whose
+//! ([`BatchBody`], in `carrier.rs`) that drives its items' futures concurrently, each item
+//! a unit with its own outcome, timeout and panic isolation. No task is allocated per item: an item whose
 //! future finishes in its first poll reuses one box per batch and skips the rest of
 //! [`Guarded`](crate::task::Guarded); only items that suspend become `Guarded` units with a
 //! node in the batch's `FuturesUnordered`. Each batch writes its results straight into its

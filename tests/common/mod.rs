@@ -404,6 +404,8 @@ pub fn best_of(
     bound: Duration,
     mut attempt: impl FnMut() -> Duration,
 ) -> Duration {
+    // Its own loop, not `best_of_async` under an executor: callers may already run inside
+    // one (`pool.block_on`), where a nested `block_on` panics.
     let (n, early) = tries_and_early_stop(tries);
     let mut seen = Vec::new();
     for _ in 0..n {
@@ -457,4 +459,41 @@ pub fn run_child_test(name: &str, env: &str) -> String {
         "child test {name} failed:\n--- stdout\n{stdout}\n--- stderr\n{stderr}"
     );
     stdout
+}
+
+/// Counts values alive at once (entered, not yet dropped) and the most ever seen, kept by the
+/// values themselves: put a [`Counted`] inside a future to check a bound independently of
+/// the pool's own counters.
+#[derive(Clone, Default)]
+pub struct Census {
+    live: Arc<std::sync::atomic::AtomicUsize>,
+    peak: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+/// Counted in its [`Census`] from [`Census::enter`] until dropped.
+pub struct Counted(Census);
+
+impl Census {
+    /// Counts one more value alive until the returned guard is dropped.
+    pub fn enter(&self) -> Counted {
+        let now = self.live.fetch_add(1, Ordering::SeqCst) + 1;
+        self.peak.fetch_max(now, Ordering::SeqCst);
+        Counted(self.clone())
+    }
+
+    /// Values alive now.
+    pub fn live(&self) -> usize {
+        self.live.load(Ordering::SeqCst)
+    }
+
+    /// The most values alive at once so far.
+    pub fn peak(&self) -> usize {
+        self.peak.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Counted {
+    fn drop(&mut self) {
+        self.0.live.fetch_sub(1, Ordering::SeqCst);
+    }
 }
