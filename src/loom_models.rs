@@ -1,23 +1,24 @@
 //! Loom models of the crate's atomic protocols. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
 //!
-//! The admission controller and the idle/sleep state are the real types (their primitives go
-//! through `crate::sync`). The cancel and scope-wait protocols meet types loom cannot see into
-//! (tokio-util's token, tokio's `Notify`), so their models replay our side of the protocol with
-//! the same orderings and fences as the code they name.
+//! The admission controller, the idle/sleep state, `Reclaim` and the cancel handshake are the
+//! real types (their primitives go through `crate::sync`). The scope-wait protocols meet a
+//! type loom cannot see into (tokio's `Notify`), so their models replay our side of the
+//! protocol with the same orderings and fences as the code they name.
 
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::{Acquire, Release, SeqCst};
 use std::task::{Context, Poll};
 
-use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, fence};
+use loom::sync::atomic::{AtomicBool, AtomicUsize, fence};
 use loom::sync::{Arc, Condvar, Mutex};
 use loom::thread;
 
 use crate::admission::Admission;
 use crate::error::SpawnError;
 use crate::scheduler::idle::Idle;
+use crate::task::cancel::CancelState;
 
 fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
     let waker = futures::task::noop_waker();
@@ -250,34 +251,27 @@ fn loom_park_vs_push_no_lost_wakeup() {
     });
 }
 
-/// Cancel racing a task's first suspension (`TaskMeta::request_cancel` against
-/// `TaskFuture::poll`): the canceller sets the flag then looks for the token; the task creates
-/// its token then looks at the flag; a SeqCst fence sits between the two on each side. Either
-/// the task sees the flag, or the canceller sees (and cancels) the token.
+/// Cancel racing a task's first suspension, on the real handshake type
+/// (`task::cancel::CancelState`, what `TaskHandle::cancel` and `TaskFuture`'s first `Pending`
+/// run): the canceller sets the flag then cancels the token if it exists; the task creates
+/// its token and starts waiting on it, then reads the flag. Either the task sees the flag, or
+/// the canceller found the token and cancelled it. The token is a stand-in (a locked flag,
+/// as tokio-util's token keeps its state under a lock). With either fence in `CancelState`
+/// removed, loom finds the task waiting on a token nobody cancels.
 #[test]
 fn loom_cancel_vs_suspend() {
     loom::model(|| {
-        let flags = Arc::new(AtomicU8::new(0));
-        let token_created = Arc::new(AtomicBool::new(false));
-        let token_cancelled = Arc::new(AtomicBool::new(false));
-        let (f, tc, tx) = (
-            flags.clone(),
-            token_created.clone(),
-            token_cancelled.clone(),
-        );
+        let state = Arc::new(CancelState::<Mutex<bool>>::new(0));
+        let s2 = state.clone();
         let canceller = thread::spawn(move || {
-            f.fetch_or(1, SeqCst);
-            fence(SeqCst);
-            if tc.load(Acquire) {
-                tx.store(true, SeqCst);
-            }
+            s2.request(|token| *token.lock().expect("token") = true);
         });
-        token_created.store(true, Release); // OnceLock initialisation
-        fence(SeqCst);
-        let task_saw_flag = flags.load(Acquire) != 0;
+        state.publish_token(|| Mutex::new(false), |_token| ());
+        let task_saw_flag = state.requested();
         canceller.join().expect("canceller");
+        let token_cancelled = *state.token(|| Mutex::new(false)).lock().expect("token");
         assert!(
-            task_saw_flag || token_cancelled.load(SeqCst),
+            task_saw_flag || token_cancelled,
             "the cancel reached neither the flag check nor the token"
         );
     });

@@ -1,8 +1,8 @@
 //! The synchronization primitives of the protocols loom checks: std and parking_lot in
 //! normal builds, loom's under `cfg(loom)` (as tokio's `src/loom/mod.rs` does).
 //!
-//! Only the admission controller, the idle/sleep state and `Reclaim` go through this shim; the models
-//! themselves are in `loom_models.rs`.
+//! Only the admission controller, the idle/sleep state, `Reclaim` and the cancel handshake
+//! (`task::cancel`) go through this shim; the models themselves are in `loom_models.rs`.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
@@ -34,5 +34,79 @@ impl<T> Mutex<T> {
         return self.0.lock();
         #[cfg(loom)]
         return self.0.lock().unwrap_or_else(|e| e.into_inner());
+    }
+}
+
+#[cfg(not(loom))]
+pub(crate) use std::sync::atomic::fence;
+
+#[cfg(loom)]
+pub(crate) use loom::sync::atomic::fence;
+
+/// A cell written once, read without a lock: std's `OnceLock` in normal builds. Under loom,
+/// a cell with the same orderings (`get` is an `Acquire` load of the state, initialisation
+/// ends with a `Release` store), so a model sees the real publication, not a lock's.
+#[cfg(not(loom))]
+pub(crate) type OnceCell<T> = std::sync::OnceLock<T>;
+
+#[cfg(loom)]
+pub(crate) use loom_once::OnceCell;
+
+#[cfg(loom)]
+mod loom_once {
+    use loom::cell::UnsafeCell;
+    use loom::sync::atomic::AtomicU8;
+    use std::sync::atomic::Ordering::{Acquire, Release};
+
+    const EMPTY: u8 = 0;
+    const WRITING: u8 = 1;
+    const READY: u8 = 2;
+
+    pub(crate) struct OnceCell<T> {
+        state: AtomicU8,
+        value: UnsafeCell<Option<T>>,
+    }
+
+    // SAFETY: the value is written once, by the one thread that moved the state from EMPTY
+    // to WRITING, and read only after an `Acquire` load saw READY (stored with `Release`
+    // after the write); shared references to it then cross threads, hence `T: Sync`.
+    unsafe impl<T: Send + Sync> Sync for OnceCell<T> {}
+
+    impl<T> OnceCell<T> {
+        pub(crate) fn new() -> Self {
+            OnceCell {
+                state: AtomicU8::new(EMPTY),
+                value: UnsafeCell::new(None),
+            }
+        }
+
+        pub(crate) fn get(&self) -> Option<&T> {
+            if self.state.load(Acquire) != READY {
+                return None;
+            }
+            // SAFETY: READY was stored after the only write (see the `Sync` impl); the value
+            // is never written again while `self` is borrowed.
+            self.value.with(|p| unsafe { (*p).as_ref() })
+        }
+
+        pub(crate) fn get_or_init(&self, init: impl FnOnce() -> T) -> &T {
+            if self
+                .state
+                .compare_exchange(EMPTY, WRITING, Acquire, Acquire)
+                .is_ok()
+            {
+                let value = init();
+                // SAFETY: the CAS above made this thread the only writer, and no reader
+                // reads before READY.
+                self.value.with_mut(|p| unsafe { *p = Some(value) });
+                self.state.store(READY, Release);
+            }
+            loop {
+                if let Some(value) = self.get() {
+                    return value;
+                }
+                loom::thread::yield_now();
+            }
+        }
     }
 }

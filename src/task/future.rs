@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
-use std::sync::atomic::{Ordering, fence};
 use std::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
@@ -87,12 +86,8 @@ where
             }
             let cancel_wait = match this.cancel_wait {
                 Some(w) => w,
-                None => {
-                    let w = Box::pin(meta.token().clone().cancelled_owned());
-                    // Pairs with the fence in `TaskMeta::request_cancel` (see there).
-                    fence(Ordering::SeqCst);
-                    this.cancel_wait.insert(w)
-                }
+                // The cancel handshake (`super::cancel`): the wait exists before the flag is read.
+                None => this.cancel_wait.insert(meta.wait_for_cancel()),
             };
             let token_fired = cancel_wait.as_mut().poll(cx).is_ready();
             if !token_fired && !meta.cancel_requested() {

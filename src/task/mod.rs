@@ -30,13 +30,13 @@
 //! handle of every admitted task resolves with a value or a `TaskError`, never a panic from
 //! `async-task` about a closed task.
 
+pub(crate) mod cancel;
 mod future;
 mod guard;
 mod handle;
 mod id;
 
-use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::Ordering;
 
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +44,7 @@ use crate::error::TaskError;
 use crate::metrics::Outcome;
 use crate::registry::Shared;
 use crate::scope::ScopeShared;
+use cancel::{CANCEL_REQUESTED, CancelState};
 use std::sync::Arc;
 
 pub use handle::{CancelOnDrop, TaskHandle};
@@ -57,8 +58,6 @@ pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
 /// The join side of a task, wrapped by [`TaskHandle`].
 pub(crate) type JoinTask<T> = async_task::Task<Result<T, TaskError>, TaskMeta>;
 
-/// Set once cancellation of this one task is requested.
-const CANCEL_REQUESTED: u8 = 1;
 /// Set when the task's handle is dropped.
 const DETACHED: u8 = 2;
 /// Set at spawn when the task's future is small enough for its allocation to be handed back
@@ -69,17 +68,16 @@ const SMALL: u8 = 4;
 /// allocation (async-task metadata), so it costs no extra allocation.
 pub(crate) struct TaskMeta {
     pub(crate) scope: Arc<ScopeShared>,
-    flags: AtomicU8,
-    /// Created on first use: when the task first suspends, or when the handle asks for it.
-    token: OnceLock<CancellationToken>,
+    /// The flags (cancel requested, detached, small) and the cancellation token, created on
+    /// first use: when the task first suspends, or when the handle asks for it.
+    cancel: CancelState<CancellationToken>,
 }
 
 impl TaskMeta {
     pub(crate) fn new(scope: Arc<ScopeShared>, small: bool) -> Self {
         TaskMeta {
             scope,
-            flags: AtomicU8::new(if small { SMALL } else { 0 }),
-            token: OnceLock::new(),
+            cancel: CancelState::new(if small { SMALL } else { 0 }),
         }
     }
 
@@ -99,7 +97,7 @@ impl TaskMeta {
     #[inline]
     pub(crate) fn cancel_probe(&self) -> CancelProbe<'_> {
         CancelProbe {
-            task: &self.flags,
+            task: &self.cancel,
             scope: self.scope.cancelled_flag(),
             pool: self.pool().cancelling_flag(),
         }
@@ -107,19 +105,24 @@ impl TaskMeta {
 
     /// The task's cancellation token, a child of its scope's token.
     pub(crate) fn token(&self) -> &CancellationToken {
-        self.token.get_or_init(|| self.scope.token.child_token())
+        self.cancel.token(|| self.scope.token.child_token())
     }
 
-    /// Cancels this task. Pairs with [`TaskFuture`]'s suspend step: we set the flag then look
-    /// for a token, the task creates its token then looks at the flag. With a `SeqCst` fence
-    /// between the two accesses on both sides, at least one side sees the other, so a task
+    /// The suspend side of the cancel handshake ([`cancel`]): creates the token if needed
+    /// and starts waiting on it; the caller then reads the flag.
+    pub(crate) fn wait_for_cancel(
+        &self,
+    ) -> std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>> {
+        self.cancel.publish_token(
+            || self.scope.token.child_token(),
+            |token| Box::pin(token.clone().cancelled_owned()),
+        )
+    }
+
+    /// Cancels this task: the canceller's side of the handshake ([`cancel`]), so a task
     /// that suspends concurrently is either woken through its token or finishes on the flag.
     pub(crate) fn request_cancel(&self) {
-        self.flags.fetch_or(CANCEL_REQUESTED, Ordering::SeqCst);
-        std::sync::atomic::fence(Ordering::SeqCst);
-        if let Some(token) = self.token.get() {
-            token.cancel();
-        }
+        self.cancel.request(CancellationToken::cancel);
     }
 
     /// A task that timed out is cancelled like any other: its token is cancelled too, so
@@ -131,7 +134,7 @@ impl TaskMeta {
 
     /// The handle was dropped: the task runs on, detached.
     pub(crate) fn mark_detached(&self) {
-        self.flags.fetch_or(DETACHED, Ordering::Relaxed);
+        self.cancel.set(DETACHED, Ordering::Relaxed);
     }
 
     /// Should the allocation of this task, if it finishes in the coming run, be freed by a
@@ -139,12 +142,12 @@ impl TaskMeta {
     /// dropped during the run is simply not seen.
     #[inline]
     pub(crate) fn free_by_spawner(&self) -> bool {
-        self.flags.load(Ordering::Relaxed) & (DETACHED | SMALL) == DETACHED | SMALL
+        self.cancel.flags().load(Ordering::Relaxed) & (DETACHED | SMALL) == DETACHED | SMALL
     }
 
     /// Sets the cancel flag without touching the token (the token already fired).
     pub(crate) fn mark_cancelled(&self) {
-        self.flags.fetch_or(CANCEL_REQUESTED, Ordering::SeqCst);
+        self.cancel.set(CANCEL_REQUESTED, Ordering::SeqCst);
     }
 
     /// A unit of work of this task finished (life-cycle step 4, after its future was
@@ -161,7 +164,7 @@ impl TaskMeta {
 /// one branch per check. [`TaskMeta::cancel_requested`] builds one per call; a loop over many
 /// items (a batch) builds one per poll.
 pub(crate) struct CancelProbe<'a> {
-    task: &'a AtomicU8,
+    task: &'a CancelState<CancellationToken>,
     scope: &'a std::sync::atomic::AtomicBool,
     pool: &'a std::sync::atomic::AtomicBool,
 }
@@ -170,7 +173,7 @@ impl CancelProbe<'_> {
     /// True once the task, its scope or its pool has been cancelled.
     #[inline(always)]
     pub(crate) fn requested(&self) -> bool {
-        (self.task.load(Ordering::Acquire) & CANCEL_REQUESTED != 0)
+        self.task.requested()
             | self.scope.load(Ordering::Acquire)
             | self.pool.load(Ordering::Acquire)
     }
