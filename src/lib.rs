@@ -70,7 +70,6 @@ mod error;
 mod metrics;
 mod monitor;
 mod pool;
-#[cfg(feature = "progress")]
 pub mod progress;
 mod rand;
 mod registry;
