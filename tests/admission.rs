@@ -110,7 +110,7 @@ async fn try_spawn_succeeds_below_bound() {
 async fn slot_is_free_as_soon_as_handle_resolves() {
     let pool = bounded_pool(2, 1);
     let scope = Scope::new(pool.clone());
-    for i in 0..200u32 {
+    for i in 0..2_000u32 {
         let h = scope
             .try_spawn_with_handle(async move { i })
             .unwrap_or_else(|e| {
@@ -318,6 +318,7 @@ async fn shutdown_refuses_new_work() {
     });
     within(5, "shutdown finished", pool.shutdown()).await;
     assert_eq!(before.await, Ok(1));
+    assert!(pool.is_shutdown());
 
     let res = scope.try_spawn_with_handle(async {});
     assert!(matches!(res, Err(SpawnError::Shutdown)), "{res:?}");

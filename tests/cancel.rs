@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use async_rayon::{Scope, TaskError};
+use async_rayon::{Scope, TaskError, ThreadPoolInner};
 use common::{
     best_of, drop_flag, drop_time, eventually, eventually_async, pool, probed,
     spawn_detached_forever, start_silent_server, within,
@@ -137,7 +137,7 @@ async fn cancel_mid_poll_takes_effect_when_poll_returns() {
     assert!(dropped.load(Ordering::SeqCst));
 }
 
-/// Cancelling a task that already finished keeps its value.
+/// Cancelling a task that already finished keeps its value and is not counted as a cancel.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_after_finish_keeps_value() {
     let pool = pool(2);
@@ -147,9 +147,15 @@ async fn cancel_after_finish_keeps_value() {
         eventually_async(Duration::from_secs(2), || h.is_finished()).await,
         "quick task never finished"
     );
+    let cancelled_before = pool.metrics_fast().cancelled;
     h.cancel();
     h.cancel();
     assert_eq!(within(2, "finished task", h).await, Ok(77));
+    assert_eq!(
+        pool.metrics_fast().cancelled,
+        cancelled_before,
+        "cancelling a finished task counted it as cancelled"
+    );
 }
 
 /// Cancelling twice, or cancelling then awaiting later, still resolves exactly once as Cancelled.
@@ -263,6 +269,61 @@ async fn scope_cancel_cancels_task_tokens() {
     scope.cancel();
     within(1, "task token cancelled by scope", token.cancelled()).await;
     assert_eq!(within(2, "task", h).await, Err(TaskError::Cancelled));
+}
+
+/// Sleeps 100 ms in its Drop before dropping the value it holds.
+struct SlowDrop<T>(T);
+impl<T> Drop for SlowDrop<T> {
+    fn drop(&mut self) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Every handle resolves exactly once, to the value or the error; an Err only after the
+/// future was dropped.
+#[test]
+fn p1_each_handle_resolves_once_after_the_future_is_dropped() {
+    let pool = ThreadPoolInner::new(2, None);
+    let scope = Scope::new(pool.clone());
+    assert_eq!(
+        pool.block_on(scope.spawn_with_handle(async { "v" })),
+        Ok("v")
+    );
+    // The future's Drop takes 100 ms before it sets the flag: if the Err were reported before
+    // (or while) the future is dropped, block_on would return with the flag still unset.
+    let (flag, dropped) = drop_flag();
+    let h = scope.spawn_with_handle(async move {
+        let _flag = SlowDrop(flag);
+        tokio::time::sleep(Duration::from_secs(3600)).await;
+    });
+    std::thread::sleep(Duration::from_millis(20));
+    h.cancel();
+    let mut h = h;
+    assert_eq!(pool.block_on(&mut h), Err(TaskError::Cancelled));
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the future was dropped before the Err was reported"
+    );
+    assert!(h.is_finished());
+}
+
+/// The token is the task's: cancel() cancels the task's token; cancelling the token cancels
+/// the task.
+#[test]
+fn p3_cancellation_token_is_the_tasks() {
+    let pool = ThreadPoolInner::new(2, None);
+    let scope = Scope::new(pool.clone());
+    let h = scope.spawn_with_handle(async { tokio::time::sleep(Duration::from_secs(3600)).await });
+    let token = h.cancellation_token();
+    assert!(!token.is_cancelled());
+    h.cancel();
+    assert!(token.is_cancelled());
+    assert_eq!(pool.block_on(h), Err(TaskError::Cancelled));
+
+    let h = scope.spawn_with_handle(async { tokio::time::sleep(Duration::from_secs(3600)).await });
+    std::thread::sleep(Duration::from_millis(20));
+    h.cancellation_token().cancel();
+    assert_eq!(pool.block_on(h), Err(TaskError::Cancelled));
 }
 
 /// Dropping a handle detaches the task: it keeps running to the end and scope.wait waits for it.
