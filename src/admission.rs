@@ -340,11 +340,12 @@ impl<A: AdmissionRef + Unpin> Future for Acquire<A> {
                         this.done = true;
                         return Poll::Ready(Ok(k));
                     }
-                    Err(SpawnError::Shutdown) => {
-                        this.done = true;
-                        return Poll::Ready(Err(SpawnError::Shutdown));
-                    }
                     Err(SpawnError::Full) => {}
+                    // `Shutdown` (admission never refuses with `Closed`: scopes do).
+                    Err(e) => {
+                        this.done = true;
+                        return Poll::Ready(Err(e));
+                    }
                 }
                 let w = Arc::new(Waiter {
                     state: AtomicU8::new(WAITING),

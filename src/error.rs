@@ -37,6 +37,9 @@ pub enum TaskError {
     /// The pool was shutting down, so the task was refused and its future dropped without
     /// being polled.
     Shutdown,
+    /// Its [`Scope`](crate::Scope) was closed ([`Scope::close`](crate::Scope::close)), so the
+    /// task was refused and its future dropped without being polled.
+    Closed,
 }
 
 impl TaskError {
@@ -55,9 +58,13 @@ impl TaskError {
         matches!(self, TaskError::Panicked(_))
     }
 
-    /// True for [`TaskError::Rejected`] and [`TaskError::Shutdown`]: the task never ran.
+    /// True for [`TaskError::Rejected`], [`TaskError::Shutdown`] and [`TaskError::Closed`]:
+    /// the task never ran.
     pub fn is_refused(&self) -> bool {
-        matches!(self, TaskError::Rejected | TaskError::Shutdown)
+        matches!(
+            self,
+            TaskError::Rejected | TaskError::Shutdown | TaskError::Closed
+        )
     }
 }
 
@@ -71,6 +78,7 @@ impl fmt::Display for TaskError {
                 f.write_str("task rejected: the pool already has max_pending unfinished tasks")
             }
             TaskError::Shutdown => f.write_str("task refused: the pool is shutting down"),
+            TaskError::Closed => f.write_str("task refused: its scope is closed"),
         }
     }
 }
@@ -88,6 +96,10 @@ pub enum SpawnError {
     /// The pool is shutting down and admits no new tasks.
     #[error("the pool is shutting down")]
     Shutdown,
+    /// The scope was closed with [`Scope::close`](crate::Scope::close) and admits no new
+    /// tasks (the rest of the pool may still be serving).
+    #[error("the scope is closed")]
+    Closed,
 }
 
 impl From<SpawnError> for TaskError {
@@ -95,6 +107,7 @@ impl From<SpawnError> for TaskError {
         match e {
             SpawnError::Full => TaskError::Rejected,
             SpawnError::Shutdown => TaskError::Shutdown,
+            SpawnError::Closed => TaskError::Closed,
         }
     }
 }

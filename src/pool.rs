@@ -288,7 +288,9 @@ impl ThreadPoolInner {
     ///
     /// # Panics
     /// If called from one of this pool's own worker threads (it would block the worker that
-    /// may be needed to make progress); `.await` the future there instead.
+    /// may be needed to make progress), or from a thread that is running an async runtime
+    /// (inside `#[tokio::main]`, `#[tokio::test]` or a tokio task, where it would stall that
+    /// runtime's timers): `.await` the future there instead. From `spawn_blocking` it works.
     ///
     /// ```
     /// use async_rayon::ThreadPoolInner;
@@ -307,8 +309,27 @@ impl ThreadPoolInner {
             "ThreadPoolInner::block_on called from one of the pool's own worker threads; \
              this would block the worker: .await the future instead"
         );
-        let _enter = self.shared.rt.enter();
-        futures::executor::block_on(future.into_future())
+        // tokio's `Handle::block_on` refuses to run on a thread that is already driving an
+        // async runtime (where blocking would stall that runtime's timers and tasks) by
+        // panicking before the future is first polled: say which call it was.
+        let polled = std::cell::Cell::new(false);
+        let future = future.into_future();
+        let watched = async {
+            polled.set(true);
+            future.await
+        };
+        match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.shared.rt.block_on(watched)
+        })) {
+            Ok(output) => output,
+            Err(payload) if !polled.get() => panic!(
+                "ThreadPoolInner::block_on called from a thread that is running an async \
+                 runtime (inside #[tokio::main], #[tokio::test] or a task): .await the future \
+                 instead, or call block_on from a plain thread or spawn_blocking ({})",
+                crate::unwind::panic_message(&*payload)
+            ),
+            Err(payload) => std::panic::resume_unwind(payload),
+        }
     }
 
     /// Stops admitting tasks, waits for every admitted task to finish, then stops and joins

@@ -254,10 +254,11 @@ impl Scope {
                 }
                 // As many slots as are free, at least one: a smaller batch now rather than
                 // holding slots while waiting for more (admission.rs, "No hold-and-wait").
-                let got = match pool.admission.acquire_up_to(want).await {
+                let got = match self.shared.admit_up_to(want).await {
                     Ok(got) => got,
                     Err(e) => {
-                        // Shutdown began: every item not started yet is refused.
+                        // Shutdown began or the scope was closed: every item not started
+                        // yet is refused.
                         source.refuse_rest(&e.into());
                         break;
                     }

@@ -5,10 +5,11 @@
 //! [`Scope`], so a detached task does not keep the pool's user handle alive.
 
 use std::future::Future;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::{Arc, Weak};
 
 use crossbeam_utils::CachePadded;
+use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
@@ -21,27 +22,59 @@ mod batch;
 mod carrier;
 mod output;
 mod stream;
+mod task_set;
 
 pub use batch::BatchOptions;
 pub use stream::{Collect, Ordered, ProcessStream};
+pub use task_set::TaskSet;
 
 /// The half of a scope that its tasks share.
+///
+/// # Child scopes
+/// A child (`Scope::child`) holds its parent's `ScopeShared`, and the parent a weak list of
+/// its children. Counting: a task counts in `live` of its scope **and of every ancestor**,
+/// incremented on the way down before the task exists and decremented on the way up after
+/// it finished, so an ancestor's `live` is never below the sum of its subtree and its
+/// `wait()` covers the live children. Cancel and close walk the other way: a scope sets its
+/// own flag, then cancels or closes the children it finds in its list; a child registers in
+/// its parent's list under the list's lock and then reads the parent's flags, so a child
+/// created while its parent is being cancelled either is found by the walk or sees the flag
+/// (both sides take the same lock).
 pub(crate) struct ScopeShared {
     pub(crate) pool: Arc<Shared>,
     pub(crate) token: CancellationToken,
     cancelled: AtomicBool,
-    /// Admitted, unfinished tasks of this scope, detached ones included. Padded: it changes
-    /// at every spawn and every finish, and on a shared cache line it made each spawn's
-    /// `Arc` clone of this struct (the header sits just before it) and every task's reads of
-    /// `pool` and `cancelled` miss (perf: the clone and this increment were 80% of
-    /// `spawn_admitted`'s samples).
+    /// Admitted, unfinished tasks of this scope and of its child scopes, detached ones
+    /// included. Padded: it changes at every spawn and every finish, and on a shared cache
+    /// line it made each spawn's `Arc` clone of this struct (the header sits just before it)
+    /// and every task's reads of `pool` and `cancelled` miss (perf: the clone and this
+    /// increment were 80% of `spawn_admitted`'s samples).
     live: CachePadded<AtomicUsize>,
     /// Callers inside `wait()`; a task that takes `live` to zero notifies only if some exist.
     waiting: AtomicUsize,
     idle: Notify,
+    /// Set by `Scope::close`: no new admissions.
+    closed: AtomicBool,
+    parent: Option<Arc<ScopeShared>>,
+    /// Children that may still be alive (pruned as new ones register).
+    children: Mutex<Vec<Weak<ScopeShared>>>,
 }
 
 impl ScopeShared {
+    fn new(pool: Arc<Shared>, token: CancellationToken, parent: Option<Arc<ScopeShared>>) -> Self {
+        ScopeShared {
+            pool,
+            token,
+            cancelled: AtomicBool::new(false),
+            live: CachePadded::new(AtomicUsize::new(0)),
+            waiting: AtomicUsize::new(0),
+            idle: Notify::new(),
+            closed: AtomicBool::new(false),
+            parent,
+            children: Mutex::new(Vec::new()),
+        }
+    }
+
     #[inline]
     pub(crate) fn is_cancelled(&self) -> bool {
         self.cancelled.load(std::sync::atomic::Ordering::Acquire)
@@ -53,9 +86,32 @@ impl ScopeShared {
         &self.cancelled
     }
 
+    /// True once the scope was closed: it admits no more tasks.
+    #[inline]
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::Acquire)
+    }
+
+    /// Counts a new task here and in every ancestor (see the type's doc).
     #[inline]
     pub(crate) fn task_started(&self) {
         self.live.fetch_add(1, SeqCst);
+        let mut up = &self.parent;
+        while let Some(scope) = up {
+            scope.live.fetch_add(1, SeqCst);
+            up = &scope.parent;
+        }
+    }
+
+    /// Uncounts a finished task here, then in every ancestor.
+    #[inline]
+    pub(crate) fn task_finished(&self) {
+        self.leave();
+        let mut up = &self.parent;
+        while let Some(scope) = up {
+            scope.leave();
+            up = &scope.parent;
+        }
     }
 
     /// `live -= 1`. The decrement, a `SeqCst` fence, then the load of `waiting` pairs with
@@ -63,7 +119,7 @@ impl ScopeShared {
     /// the other, so the last task never misses a waiter. The fence is paid only when `live`
     /// reaches zero. (Checked by loom: `loom_scope_wait_vs_last_task`.)
     #[inline]
-    pub(crate) fn task_finished(&self) {
+    fn leave(&self) {
         if self.live.fetch_sub(1, SeqCst) == 1 {
             std::sync::atomic::fence(SeqCst);
             if self.waiting.load(SeqCst) > 0 {
@@ -72,9 +128,86 @@ impl ScopeShared {
         }
     }
 
+    /// Sets the flag, cancels the live children, then the token (which wakes suspended tasks
+    /// of this scope and its children: their tokens descend from it).
     fn cancel(&self) {
         self.cancelled.store(true, SeqCst);
+        for child in self.live_children() {
+            child.cancel();
+        }
         self.token.cancel();
+    }
+
+    /// Closes this scope and its live children.
+    fn close(&self) {
+        self.closed.store(true, SeqCst);
+        for child in self.live_children() {
+            child.close();
+        }
+    }
+
+    fn live_children(&self) -> Vec<Arc<ScopeShared>> {
+        self.children.lock().iter().filter_map(Weak::upgrade).collect()
+    }
+
+    /// A child of `self`: registered in `self`'s list, then given `self`'s state (see the
+    /// type's doc for why this order).
+    fn child(self: &Arc<Self>) -> Arc<ScopeShared> {
+        let child = Arc::new(ScopeShared::new(
+            self.pool.clone(),
+            self.token.child_token(),
+            Some(self.clone()),
+        ));
+        {
+            let mut children = self.children.lock();
+            // Drop the entries of children gone, at most once per doubling of the list.
+            if children.len() == children.capacity() {
+                children.retain(|c| c.strong_count() > 0);
+            }
+            children.push(Arc::downgrade(&child));
+        }
+        if self.is_closed() {
+            child.close();
+        }
+        if self.is_cancelled() {
+            child.cancel();
+        }
+        child
+    }
+
+    /// Admits one task now, unless the scope is closed or the pool full or shutting down.
+    pub(crate) fn try_admit(&self) -> Result<(), SpawnError> {
+        if self.is_closed() {
+            return Err(SpawnError::Closed);
+        }
+        self.pool.admission.try_acquire()
+    }
+
+    /// Waits for room for one task and admits it, unless the scope is or becomes closed.
+    pub(crate) async fn admit_one(&self) -> Result<(), SpawnError> {
+        if self.is_closed() {
+            return Err(SpawnError::Closed);
+        }
+        self.pool.admission.acquire().await?;
+        if self.is_closed() {
+            self.pool.admission.release();
+            return Err(SpawnError::Closed);
+        }
+        Ok(())
+    }
+
+    /// Waits for room for up to `n` tasks (at least one) and admits them, unless the scope
+    /// is or becomes closed (then what was granted is given back).
+    pub(crate) async fn admit_up_to(&self, n: usize) -> Result<usize, SpawnError> {
+        if self.is_closed() {
+            return Err(SpawnError::Closed);
+        }
+        let got = self.pool.admission.acquire_up_to(n).await?;
+        if self.is_closed() {
+            self.pool.admission.release_many(got);
+            return Err(SpawnError::Closed);
+        }
+        Ok(got)
     }
 }
 
@@ -114,15 +247,107 @@ pub struct Scope {
 impl Scope {
     /// A new scope on `pool`.
     pub fn new(pool: Arc<ThreadPoolInner>) -> Scope {
-        let shared = Arc::new(ScopeShared {
-            pool: pool.shared().clone(),
-            token: pool.shared().token.child_token(),
-            cancelled: AtomicBool::new(false),
-            live: CachePadded::new(AtomicUsize::new(0)),
-            waiting: AtomicUsize::new(0),
-            idle: Notify::new(),
-        });
+        let shared = Arc::new(ScopeShared::new(
+            pool.shared().clone(),
+            pool.shared().token.child_token(),
+            None,
+        ));
         Scope { pool, shared }
+    }
+
+    /// A scope on `pool` that is also cancelled when `parent` (the application's own
+    /// shutdown token, say) is cancelled, as if [`cancel`](Self::cancel) were called. The
+    /// pool's own cancellation (shutdown past its deadline) reaches it too.
+    ///
+    /// ```
+    /// use async_rayon::{CancellationToken, Scope, TaskError, ThreadPoolInner};
+    ///
+    /// let pool = ThreadPoolInner::new(1, None);
+    /// let app_shutdown = CancellationToken::new();
+    /// let scope = Scope::with_parent_token(pool.clone(), &app_shutdown);
+    /// let task = scope.spawn_with_handle(std::future::pending::<()>());
+    /// app_shutdown.cancel();
+    /// assert_eq!(pool.block_on(task), Err(TaskError::Cancelled));
+    /// ```
+    pub fn with_parent_token(pool: Arc<ThreadPoolInner>, parent: &CancellationToken) -> Scope {
+        let scope = Scope::new(pool);
+        if parent.is_cancelled() {
+            scope.cancel();
+            return scope;
+        }
+        // Links the two: ends when either token is cancelled (the scope's is when the scope
+        // is dropped), so it never outlives both.
+        let (parent, weak, own) = (
+            parent.clone(),
+            Arc::downgrade(&scope.shared),
+            scope.shared.token.clone(),
+        );
+        scope.pool.runtime_handle().spawn(async move {
+            if own.run_until_cancelled(parent.cancelled()).await.is_some()
+                && let Some(shared) = weak.upgrade()
+            {
+                shared.cancel();
+            }
+        });
+        scope
+    }
+
+    /// A child scope: a group of its own on the same pool, inside this one. Cancelling or
+    /// dropping this scope cancels the child's tasks (and its children's, down the tree);
+    /// cancelling the child leaves this scope alone. [`wait`](Self::wait) on this scope also
+    /// waits for the tasks of its live children, and [`live_tasks`](Self::live_tasks)
+    /// counts them. [`close`](Self::close) on this scope closes its children too. A child of
+    /// a cancelled or closed scope starts cancelled or closed.
+    ///
+    /// ```
+    /// use async_rayon::{TaskError, ThreadPoolInner};
+    ///
+    /// let pool = ThreadPoolInner::new(1, None);
+    /// let service = pool.scope();
+    /// let cache_refresh = service.child();
+    /// let task = cache_refresh.spawn_with_handle(std::future::pending::<()>());
+    /// service.cancel(); // reaches the child's tasks
+    /// assert_eq!(pool.block_on(task), Err(TaskError::Cancelled));
+    /// ```
+    pub fn child(&self) -> Scope {
+        Scope {
+            pool: self.pool.clone(),
+            shared: self.shared.child(),
+        }
+    }
+
+    /// A [`TaskSet`] on a child scope of this one: a typed group joined in completion order,
+    /// whose tasks are cancelled when it is dropped. On a cancelled or closed scope its
+    /// spawns are cancelled or refused like the scope's own.
+    pub fn task_set<T: Send + 'static>(&self) -> TaskSet<T> {
+        TaskSet::new(self.child())
+    }
+
+    /// Stops admitting tasks on this scope (and its children): spawns on it fail with
+    /// [`SpawnError::Closed`] (`TaskError::Closed` through a handle), `reserve()` too, and a
+    /// bulk call refuses its items not yet started with `TaskError::Closed`. Tasks already
+    /// admitted run on; with [`wait`](Self::wait) this shuts one component down while the
+    /// rest of the pool keeps serving. Permits already granted by `reserve()` still spawn.
+    ///
+    /// ```
+    /// use async_rayon::{SpawnError, ThreadPoolInner};
+    ///
+    /// let pool = ThreadPoolInner::new(1, None);
+    /// let scope = pool.scope();
+    /// let running = scope.spawn_with_handle(async { 1 });
+    /// scope.close();
+    /// assert!(scope.is_closed());
+    /// assert_eq!(scope.try_spawn_with_handle(async { 2 }).err(), Some(SpawnError::Closed));
+    /// pool.block_on(scope.wait());
+    /// assert_eq!(pool.block_on(running), Ok(1));
+    /// ```
+    pub fn close(&self) {
+        self.shared.close();
+    }
+
+    /// True once [`close`](Self::close) was called on this scope or an ancestor.
+    pub fn is_closed(&self) -> bool {
+        self.shared.is_closed()
     }
 
     /// The pool this scope spawns onto.
@@ -132,8 +357,9 @@ impl Scope {
 
     /// Spawns `future` and returns its handle. Never blocks and never waits: if the pool
     /// already has `max_pending` unfinished tasks the handle is already resolved to
-    /// `Err(TaskError::Rejected)`, and after shutdown began to `Err(TaskError::Shutdown)`; in
-    /// both cases `future` is dropped without being polled. Use
+    /// `Err(TaskError::Rejected)`, after shutdown began to `Err(TaskError::Shutdown)`, and on
+    /// a closed scope to `Err(TaskError::Closed)`; in each case `future` is dropped without
+    /// being polled. Use
     /// [`reserve`](Self::reserve) to wait for room instead.
     ///
     /// ```
@@ -163,15 +389,16 @@ impl Scope {
     ///
     /// # Errors
     /// [`SpawnError::Full`] when `max_pending` tasks are unfinished (or `reserve()` callers
-    /// are already queued for room), [`SpawnError::Shutdown`] once shutdown has begun. The
-    /// future is dropped without being polled.
+    /// are already queued for room), [`SpawnError::Shutdown`] once shutdown has begun,
+    /// [`SpawnError::Closed`] once the scope is closed. The future is dropped without being
+    /// polled.
     pub fn try_spawn_with_handle<F>(&self, future: F) -> Result<TaskHandle<F::Output>, SpawnError>
     where
         F: Future + Send + 'static,
         F::Output: Send + 'static,
     {
         let pool = &self.shared.pool;
-        match pool.admission.try_acquire() {
+        match self.shared.try_admit() {
             Ok(()) => Ok(task::spawn_admitted(&self.shared, future)),
             Err(e) => {
                 #[cfg(feature = "tracing")]
@@ -189,7 +416,8 @@ impl Scope {
     /// more task, and holds that room in a [`SpawnPermit`] until it spawns or is dropped.
     ///
     /// # Errors
-    /// [`SpawnError::Shutdown`] if shutdown begins before room is found.
+    /// [`SpawnError::Shutdown`] if shutdown begins before room is found,
+    /// [`SpawnError::Closed`] if the scope is closed before.
     ///
     /// ```
     /// use async_rayon::{Scope, ThreadPoolInner};
@@ -208,7 +436,7 @@ impl Scope {
     /// assert_eq!(total, 499_500);
     /// ```
     pub async fn reserve(&self) -> Result<SpawnPermit<'_>, SpawnError> {
-        self.shared.pool.admission.acquire().await?;
+        self.shared.admit_one().await?;
         Ok(SpawnPermit {
             scope: self,
             spent: false,
@@ -236,13 +464,14 @@ impl Scope {
         self.shared.token.clone()
     }
 
-    /// Admitted, unfinished tasks of this scope, detached ones included.
+    /// Admitted, unfinished tasks of this scope and of its child scopes, detached ones
+    /// included.
     pub fn live_tasks(&self) -> usize {
         self.shared.live.load(SeqCst)
     }
 
-    /// Resolves when every task spawned on this scope so far has finished, detached ones
-    /// included.
+    /// Resolves when every task spawned on this scope so far, and on its live child scopes,
+    /// has finished, detached ones included.
     pub async fn wait(&self) {
         let s = &*self.shared;
         s.waiting.fetch_add(1, SeqCst);

@@ -35,7 +35,8 @@ impl Scope {
     /// Each item is one unit for `max_pending` (the stream waits for room, never rejects), for
     /// `task_timeout` and for the metrics. A panic, timeout or cancellation of an item is that
     /// item's `Err`; the other items go on. After shutdown begins, every further item yields
-    /// `Err(TaskError::Shutdown)` without running.
+    /// `Err(TaskError::Shutdown)` without running (`Err(TaskError::Closed)` once the scope is
+    /// closed).
     ///
     /// `f` runs on the thread that polls the stream, to build each item's future.
     ///
@@ -194,7 +195,8 @@ struct Process<S: Stream, F, R> {
     in_flight: FuturesUnordered<Indexed<R>>,
     next_index: u64,
     input_done: bool,
-    /// Set once admission refused (shutdown): every later item gets this error.
+    /// Set once admission refused (shutdown, or the scope closed): every later item gets
+    /// this error.
     refused: Option<TaskError>,
 }
 
@@ -222,12 +224,22 @@ where
                     Poll::Pending => return,
                 }
             }
+            if self.refused.is_none() && self.scope.is_closed() {
+                // Closed: refuse this item and the rest (dropping a waiting `Acquire` gives
+                // back anything granted meanwhile).
+                self.refused = Some(TaskError::Closed);
+                self.acquire = None;
+            }
             if self.refused.is_none() {
                 let pool = &self.scope.pool;
                 let acquire = self
                     .acquire
                     .get_or_insert_with(|| Acquire::new(pool.clone()));
                 match Pin::new(acquire).poll(cx) {
+                    Poll::Ready(Ok(_one)) if self.scope.is_closed() => {
+                        pool.admission.release();
+                        self.refused = Some(TaskError::Closed);
+                    }
                     Poll::Ready(Ok(_one)) => {}
                     Poll::Ready(Err(e)) => self.refused = Some(e.into()),
                     Poll::Pending => return,
