@@ -39,7 +39,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::get;
 use futures::FutureExt;
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
 use std::panic::AssertUnwindSafe;
 use tower::ServiceBuilder;
@@ -367,7 +367,12 @@ async fn main() {
 
 async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
     let signal = shutdown_signal()?;
-    let prometheus = PrometheusBuilder::new().install_recorder()?;
+    let prometheus = PrometheusBuilder::new()
+        .set_buckets_for_metric(
+            Matcher::Prefix("async_rayon_task_".into()),
+            async_rayon::LATENCY_BUCKETS_SECONDS,
+        )?
+        .install_recorder()?;
 
     // Built inside the tokio runtime, the pool uses it for its tasks' timers.
     let mut builder = ThreadPoolInner::builder()

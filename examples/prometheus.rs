@@ -7,8 +7,8 @@
 use std::net::{Ipv4Addr, SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
-use async_rayon::{Scope, TaskError, ThreadPoolInner};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use async_rayon::{LATENCY_BUCKETS_SECONDS, Scope, TaskError, ThreadPoolInner};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 fn parse() -> Result<(u16, u64), String> {
     let (mut port, mut seconds) = (0u16, 10u64);
@@ -49,8 +49,13 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         p => p,
     };
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
+    // Bucket bounds for the latency histograms, so the scrape has `_bucket` lines.
     PrometheusBuilder::new()
         .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Prefix("async_rayon_task_".into()),
+            LATENCY_BUCKETS_SECONDS,
+        )?
         .install()?;
     println!("serving metrics on http://{addr}/metrics for {seconds} s");
 

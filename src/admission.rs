@@ -147,6 +147,11 @@ impl Admission {
         self.state.load(SeqCst) & COUNT_MASK
     }
 
+    /// Callers queued for slots now (takes the queue lock: for metrics, not hot paths).
+    pub(crate) fn waiters(&self) -> usize {
+        self.waiters.lock().len()
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.state.load(SeqCst) & CLOSED != 0
     }

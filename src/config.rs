@@ -112,6 +112,9 @@ impl Default for Config {
 /// A callback run on each worker thread as it starts or stops.
 pub(crate) type ThreadHook = Arc<dyn Fn() + Send + Sync + 'static>;
 
+/// A panic handler: see [`PoolBuilder::panic_handler`].
+pub(crate) type PanicHandler = Arc<dyn Fn(crate::TaskId, &str) + Send + Sync + 'static>;
+
 /// Builds a pool with a name, thread names and thread hooks beside the [`Config`] fields.
 ///
 /// ```
@@ -140,6 +143,7 @@ pub struct PoolBuilder {
     pub(crate) on_thread_start: Option<ThreadHook>,
     pub(crate) on_thread_stop: Option<ThreadHook>,
     pub(crate) runtime: Option<tokio::runtime::Handle>,
+    pub(crate) panic_handler: Option<PanicHandler>,
 }
 
 /// The pool name used when none is given; also the metrics label.
@@ -155,6 +159,7 @@ impl PoolBuilder {
             on_thread_start: None,
             on_thread_stop: None,
             runtime: None,
+            panic_handler: None,
         }
     }
 
@@ -256,6 +261,38 @@ impl PoolBuilder {
         self
     }
 
+    /// Calls `f` with the task's id and the panic message each time a task's future panics
+    /// (while polled or dropped); for an item of a bulk call, the id is that of the batch
+    /// task that carried it. The task resolves to `Err(TaskError::Panicked)` either way.
+    /// Without a handler the pool reports nothing itself (Rust's panic hook has already
+    /// printed the panic); with the `tracing` feature each panic is also a `warn` event
+    /// with the task id. A panic inside `f` is caught and ignored.
+    ///
+    /// ```
+    /// use async_rayon::ThreadPoolInner;
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let log = seen.clone();
+    /// let pool = ThreadPoolInner::builder()
+    ///     .num_threads(1)
+    ///     .panic_handler(move |id, msg| log.lock().unwrap().push((id, msg.to_string())))
+    ///     .build()
+    ///     .expect("valid configuration");
+    /// let scope = pool.scope();
+    /// let handle = scope.spawn_with_handle(async { panic!("bad input") });
+    /// let id = handle.id();
+    /// assert!(pool.block_on(handle).is_err_and(|e| e.is_panic()));
+    /// assert_eq!(seen.lock().unwrap().as_slice(), &[(id, "bad input".to_string())]);
+    /// ```
+    pub fn panic_handler(
+        mut self,
+        f: impl Fn(crate::TaskId, &str) + Send + Sync + 'static,
+    ) -> Self {
+        self.panic_handler = Some(Arc::new(f));
+        self
+    }
+
     /// Validates the settings, then starts the worker threads.
     ///
     /// # Errors
@@ -276,6 +313,7 @@ impl fmt::Debug for PoolBuilder {
             .field("stack_size", &self.stack_size)
             .field("on_thread_start", &self.on_thread_start.is_some())
             .field("on_thread_stop", &self.on_thread_stop.is_some())
+            .field("panic_handler", &self.panic_handler.is_some())
             .finish()
     }
 }

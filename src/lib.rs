@@ -86,7 +86,7 @@ mod loom_models;
 pub use config::{Config, PoolBuilder};
 pub use error::{ConfigError, SpawnError, TaskError};
 pub use metrics::{LatencySummary, PoolMetrics};
-pub use monitor::MonitorHandle;
+pub use monitor::{LATENCY_BUCKETS_SECONDS, MonitorHandle};
 pub use pool::ThreadPoolInner;
 pub use retry::{RetryFuture, RetryPolicy, with_retry};
 pub use scope::{BatchOptions, Collect, Ordered, ProcessStream, Scope, SpawnPermit, TaskSet};

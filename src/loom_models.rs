@@ -261,7 +261,7 @@ fn loom_park_vs_push_no_lost_wakeup() {
 #[test]
 fn loom_cancel_vs_suspend() {
     loom::model(|| {
-        let state = Arc::new(CancelState::<Mutex<bool>>::new(0));
+        let state = Arc::new(CancelState::<Mutex<bool>>::new(1, 0));
         let s2 = state.clone();
         let canceller = thread::spawn(move || {
             s2.request(|token| *token.lock().expect("token") = true);

@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use parking_lot::{Condvar, Mutex};
 
-use crate::metrics::PoolMetrics;
+use crate::metrics::{Latency, PoolMetrics};
 use crate::registry::Shared;
 
 struct Stop {
@@ -66,13 +66,16 @@ impl std::fmt::Debug for MonitorHandle {
     }
 }
 
-/// Starts the monitor thread. `f` gets metrics whose `busy_time` and `window` cover the last
-/// interval only.
+/// Starts the monitor thread. `f` gets metrics whose `busy_time`, `window` and latency
+/// percentiles cover the last interval only, with that interval's latency histograms. With
+/// `from_zero`, the first interval's latency covers every sample since the pool started (an
+/// exporter whose histograms, like its counters, count from the start).
 pub(crate) fn start(
     thread_name: String,
     every: Duration,
     pool: Arc<Shared>,
-    mut f: impl FnMut(&PoolMetrics) + Send + 'static,
+    from_zero: bool,
+    mut f: impl FnMut(&PoolMetrics, &Latency) + Send + 'static,
 ) -> std::io::Result<MonitorHandle> {
     let stop = Arc::new(Stop {
         stopped: Mutex::new(false),
@@ -80,7 +83,10 @@ pub(crate) fn start(
     });
     let s = stop.clone();
     let thread = thread::Builder::new().name(thread_name).spawn(move || {
-        let mut last = pool.metrics();
+        let (mut last, mut last_latency) = pool.metrics_with_latency();
+        if from_zero {
+            last_latency = Latency::zero();
+        }
         loop {
             {
                 let mut stopped = s.stopped.lock();
@@ -91,16 +97,25 @@ pub(crate) fn start(
                     return;
                 }
             }
-            let now = pool.metrics();
+            let (now, now_latency) = pool.metrics_with_latency();
             let mut interval = now.clone();
             interval.busy_time = now.busy_time.saturating_sub(last.busy_time);
             interval.window = now.window.saturating_sub(last.window);
-            last = now;
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&interval))) {
-                eprintln!(
-                    "async_rayon: monitoring callback panicked (monitoring goes on): {}",
+            let latency = now_latency.since(&last_latency);
+            interval.queue_wait = latency.queue_wait.summary();
+            interval.run_time = latency.run_time.summary();
+            (last, last_latency) = (now, now_latency);
+            // A panic in the callback does not stop monitoring (Rust's panic hook has
+            // printed it; with `tracing` it is also an event).
+            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&interval, &latency))) {
+                #[cfg(feature = "tracing")]
+                tracing::error!(
+                    target: "async_rayon",
+                    "monitoring callback panicked (monitoring goes on): {}",
                     crate::unwind::panic_message(&*p)
                 );
+                #[cfg(not(feature = "tracing"))]
+                drop(p);
             }
         }
     })?;
@@ -110,8 +125,16 @@ pub(crate) fn start(
     })
 }
 
-/// Publishes `m` through the `metrics` facade, labelled `pool = name`.
-pub(crate) fn export(name: &str, m: &PoolMetrics) {
+/// Bucket bounds, in seconds, that suit the latency histograms the pool exports
+/// (`async_rayon_task_queue_wait_seconds`, `async_rayon_task_run_seconds`): give them to your
+/// exporter, e.g. `PrometheusBuilder::set_buckets_for_metric(Matcher::Prefix("async_rayon_task_".into()), LATENCY_BUCKETS_SECONDS)`.
+pub const LATENCY_BUCKETS_SECONDS: &[f64] = &[
+    0.000_01, 0.000_05, 0.000_1, 0.000_5, 0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0, 10.0, 60.0,
+];
+
+/// Publishes `m` and the interval's latency histograms through the `metrics` facade,
+/// labelled `pool = name`. `waiters` is the number of callers queued for room.
+pub(crate) fn export(name: &str, m: &PoolMetrics, latency: &Latency, waiters: usize) {
     let pool = ("pool", name.to_string());
     let counters = [
         ("async_rayon_tasks_submitted_total", m.submitted),
@@ -125,23 +148,32 @@ pub(crate) fn export(name: &str, m: &PoolMetrics) {
     for (key, value) in counters {
         metrics::counter!(key, std::slice::from_ref(&pool)).absolute(value);
     }
-    let gauges = [
+    let mut gauges = vec![
         ("async_rayon_tasks_active", m.active_tasks as f64),
         ("async_rayon_tasks_queued", m.queued_tasks as f64),
+        (
+            "async_rayon_tasks_pending",
+            (m.active_tasks + m.queued_tasks) as f64,
+        ),
+        ("async_rayon_reserve_waiters", waiters as f64),
         ("async_rayon_worker_threads", m.num_threads as f64),
         ("async_rayon_utilization", m.utilization()),
     ];
+    if let Some(max) = m.max_pending {
+        gauges.push(("async_rayon_max_pending", max as f64));
+    }
     for (key, value) in gauges {
         metrics::gauge!(key, std::slice::from_ref(&pool)).set(value);
     }
-    // Latency as a summary: one gauge per quantile.
-    for (key, summary) in [
-        ("async_rayon_task_queue_wait_seconds", m.queue_wait),
-        ("async_rayon_task_run_seconds", m.run_time),
+    // Latency as histograms: each sample of the interval, by bucket (the middle of our
+    // bucket's range stands for its samples, so `_sum` is within 12.5 %).
+    for (key, merged) in [
+        ("async_rayon_task_queue_wait_seconds", &latency.queue_wait),
+        ("async_rayon_task_run_seconds", &latency.run_time),
     ] {
-        for (q, v) in [("0.5", summary.p50), ("0.99", summary.p99)] {
-            let labels = [pool.clone(), ("quantile", q.to_string())];
-            metrics::gauge!(key, &labels).set(v.as_secs_f64());
+        let histogram = metrics::histogram!(key, std::slice::from_ref(&pool));
+        for (value, count) in merged.buckets() {
+            histogram.record_many(value, usize::try_from(count).unwrap_or(usize::MAX));
         }
     }
 }

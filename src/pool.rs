@@ -149,6 +149,8 @@ impl ThreadPoolInner {
     }
 
     /// A new [`Scope`](crate::Scope) on this pool: the same as `Scope::new(pool.clone())`.
+    /// Keep it while its tasks should run: dropping a scope cancels them, so a temporary
+    /// (`pool.scope().spawn_with_handle(..)`) cancels its task at once.
     ///
     /// ```
     /// use async_rayon::ThreadPoolInner;
@@ -210,9 +212,10 @@ impl ThreadPoolInner {
     }
 
     /// Calls `f` every `every` on a thread of its own (never a worker), with the pool's
-    /// figures; `utilization()` and `busy_time` cover the last interval. Works with no tokio
-    /// runtime around. A panic in `f` is caught and reported on stderr, and monitoring goes
-    /// on. Stop it with [`stop_monitoring`](Self::stop_monitoring) or by dropping the handle.
+    /// figures; `utilization()`, `busy_time` and the latency percentiles cover the last
+    /// interval. Works with no tokio runtime around. A panic in `f` is caught (with `tracing`,
+    /// an `error` event) and monitoring goes on. Stop it with
+    /// [`stop_monitoring`](Self::stop_monitoring) or by dropping the handle.
     /// The monitor does not keep the pool alive.
     ///
     /// # Panics
@@ -235,7 +238,7 @@ impl ThreadPoolInner {
     pub fn start_monitoring(
         &self,
         every: Duration,
-        f: impl FnMut(&PoolMetrics) + Send + 'static,
+        mut f: impl FnMut(&PoolMetrics) + Send + 'static,
     ) -> MonitorHandle {
         assert!(
             !every.is_zero(),
@@ -245,7 +248,8 @@ impl ThreadPoolInner {
             format!("{}-monitor", self.name),
             every,
             self.shared.clone(),
-            f,
+            false,
+            move |m, _| f(m),
         ) {
             Ok(handle) => handle,
             Err(e) => {
@@ -264,17 +268,39 @@ impl ThreadPoolInner {
     /// every `every`, labelled `pool` = the pool's [`name`](Self::name): counters
     /// `async_rayon_tasks_{submitted,completed,panicked,cancelled,timed_out,rejected}_total`
     /// and `async_rayon_task_retries_total`; gauges `async_rayon_tasks_active`,
-    /// `async_rayon_tasks_queued`, `async_rayon_worker_threads`, `async_rayon_utilization`
-    /// (over the last interval); latency summaries `async_rayon_task_queue_wait_seconds` and
-    /// `async_rayon_task_run_seconds` (gauges labelled `quantile` = `0.5`, `0.99`).
-    /// Install a recorder (for example metrics-exporter-prometheus) to see them; with none it
-    /// does nothing, and the task path never touches the facade. Stopped like a monitor.
+    /// `async_rayon_tasks_queued`, `async_rayon_tasks_pending` (admitted, unfinished),
+    /// `async_rayon_max_pending` (when bounded), `async_rayon_reserve_waiters` (callers
+    /// queued for room), `async_rayon_worker_threads`, `async_rayon_utilization` (over the
+    /// last interval); histograms `async_rayon_task_queue_wait_seconds` and
+    /// `async_rayon_task_run_seconds` (sampled units, about one in 64: the first pass records
+    /// those since the pool started, each later pass those of its interval, so the recorder's
+    /// histogram counts from the start like the counters; with metrics-exporter-prometheus,
+    /// give it [`LATENCY_BUCKETS_SECONDS`](crate::LATENCY_BUCKETS_SECONDS) and the scrape has
+    /// `_bucket`, `_sum` and `_count`). Start one export per pool. Install a recorder to see
+    /// them; with none it does nothing, and the task path never touches the facade. Stopped
+    /// like a monitor.
     ///
     /// # Panics
     /// As [`start_monitoring`](Self::start_monitoring).
     pub fn start_metrics_export(&self, every: Duration) -> MonitorHandle {
         let name = self.name.clone();
-        self.start_monitoring(every, move |m| monitor::export(&name, m))
+        let shared = self.shared.clone();
+        assert!(
+            !every.is_zero(),
+            "ThreadPoolInner::start_metrics_export: the interval must be greater than zero"
+        );
+        match monitor::start(
+            format!("{}-metrics", self.name),
+            every,
+            self.shared.clone(),
+            true,
+            move |m, latency| monitor::export(&name, m, latency, shared.reserve_waiters()),
+        ) {
+            Ok(handle) => handle,
+            Err(e) => panic!(
+                "ThreadPoolInner::start_metrics_export: could not start the monitor thread: {e}"
+            ),
+        }
     }
 
     /// The tokio runtime handle the pool's tasks use for timers, I/O and `tokio::spawn`.

@@ -17,9 +17,9 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
-use crate::config::{PoolBuilder, ThreadHook};
+use crate::config::{PanicHandler, PoolBuilder, ThreadHook};
 use crate::error::ConfigError;
-use crate::metrics::{Counters, PoolMetrics};
+use crate::metrics::{Counters, Latency, PoolMetrics};
 use crate::scheduler::{self, Scheduler, WorkerParts};
 
 /// Pool state that tasks and workers reference. The user-facing
@@ -36,9 +36,20 @@ pub(crate) struct Shared {
     pub(crate) task_timeout: Option<Duration>,
     num_threads: usize,
     max_pending: Option<usize>,
+    panic_handler: Option<PanicHandler>,
 }
 
 impl Shared {
+    /// A task's future panicked: tell the user's handler (and, with `tracing`, log it).
+    #[cold]
+    pub(crate) fn report_panic(&self, id: crate::TaskId, message: &str) {
+        #[cfg(feature = "tracing")]
+        tracing::warn!(target: "async_rayon", task = id.as_u64(), "task panicked: {message}");
+        if let Some(handler) = &self.panic_handler {
+            let _ = catch_unwind(AssertUnwindSafe(|| handler(id, message)));
+        }
+    }
+
     /// True once shutdown ran out of time or the pool was dropped: every task is cancelled.
     #[inline]
     pub(crate) fn is_cancelling(&self) -> bool {
@@ -61,14 +72,25 @@ impl Shared {
 
     /// The figures of [`ThreadPoolInner::metrics_fast`](crate::ThreadPoolInner::metrics_fast).
     pub(crate) fn metrics(&self) -> PoolMetrics {
-        let snapshot = self.counters.snapshot();
-        PoolMetrics::from_snapshot(
+        self.metrics_with_latency().0
+    }
+
+    /// [`metrics`](Self::metrics) with the latency histograms behind its percentiles.
+    pub(crate) fn metrics_with_latency(&self) -> (PoolMetrics, Latency) {
+        let (snapshot, latency) = self.counters.snapshot_with_latency();
+        let metrics = PoolMetrics::from_snapshot(
             &snapshot,
             self.num_threads,
             self.max_pending,
             self.admission.pending(),
             self.sched.queued(),
-        )
+        );
+        (metrics, latency)
+    }
+
+    /// Callers queued in `reserve()`, bulk calls or streams for admission slots.
+    pub(crate) fn reserve_waiters(&self) -> usize {
+        self.admission.waiters()
     }
 
     /// Step 3 of the shutdown protocol (`pool.rs`).
@@ -152,6 +174,7 @@ pub(crate) fn start(b: &PoolBuilder) -> Result<Started, ConfigError> {
         task_timeout: config.task_timeout,
         num_threads: config.num_threads,
         max_pending: config.max_pending,
+        panic_handler: b.panic_handler.clone(),
     });
     let mut workers = Vec::with_capacity(config.num_threads);
     for (index, parts) in parts.into_iter().enumerate() {
@@ -210,15 +233,20 @@ fn spawn_worker(
     })
 }
 
-/// Runs a user hook; a panic in it is reported and does not take the worker down.
+/// Runs a user hook; a panic in it does not take the worker down (Rust's panic hook has
+/// printed it; with `tracing` it is also an `error` event).
 fn run_hook(which: &str, hook: Option<&ThreadHook>) {
     if let Some(hook) = hook
         && let Err(p) = catch_unwind(AssertUnwindSafe(|| hook()))
     {
-        eprintln!(
-            "async_rayon: {which} hook panicked on thread {:?}: {}",
-            thread::current().name().unwrap_or("?"),
+        #[cfg(feature = "tracing")]
+        tracing::error!(
+            target: "async_rayon",
+            thread = thread::current().name().unwrap_or("?"),
+            "{which} hook panicked: {}",
             crate::unwind::panic_message(&*p)
         );
+        #[cfg(not(feature = "tracing"))]
+        let _ = (which, p);
     }
 }

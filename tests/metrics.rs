@@ -368,3 +368,118 @@ fn export_publishes_through_the_facade() {
     );
     ThreadPoolInner::stop_monitoring(export);
 }
+
+/// The monitoring callback's latency covers its interval: a run-time spike moves p99 in the
+/// next interval, and once fast tasks follow it an interval's p99 is small again, while the
+/// pool-life figure from `metrics_fast` still shows the spike.
+#[test]
+fn a_latency_spike_shows_in_the_next_interval_only() {
+    let pool = ThreadPoolInner::new(2, None);
+    let scope = Scope::new(pool.clone());
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let monitor = pool.start_monitoring(Duration::from_millis(20), move |m| {
+        log.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((Instant::now(), m.run_time))
+    });
+    // Spawn from one thread so one in 64 units is sampled.
+    let run = |n: usize, sleep: Duration| {
+        let handles: Vec<_> = (0..n)
+            .map(|_| {
+                scope.spawn_with_handle(async move {
+                    if !sleep.is_zero() {
+                        tokio::time::sleep(sleep).await;
+                    }
+                })
+            })
+            .collect();
+        pool.block_on(scope.join_handles(handles));
+    };
+    let quiet_interval = |after: Instant| {
+        eventually(Duration::from_millis(100), || {
+            seen.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .iter()
+                .any(|(t, rt)| *t > after && rt.samples > 0 && rt.p99 < Duration::from_millis(5))
+        })
+    };
+    run(20_000, Duration::ZERO);
+    let spike_start = Instant::now();
+    run(1_280, Duration::from_millis(30));
+    let spike_seen = eventually(Duration::from_secs(10), || {
+        seen.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .any(|(t, rt)| *t > spike_start && rt.p99 >= Duration::from_millis(20))
+    });
+    assert!(spike_seen, "no interval showed the 30 ms run times");
+    // Fast tasks after the spike, fed until an interval with samples shows a small p99.
+    let after = Instant::now() + Duration::from_millis(25);
+    let mut quiet = false;
+    for _ in 0..50 {
+        run(2_000, Duration::ZERO);
+        if quiet_interval(after) {
+            quiet = true;
+            break;
+        }
+    }
+    assert!(quiet, "no interval after the spike came back below 5 ms");
+    assert!(
+        pool.metrics_fast().run_time.p99 >= Duration::from_millis(20),
+        "the pool-life p99 keeps the spike"
+    );
+    ThreadPoolInner::stop_monitoring(monitor);
+}
+
+/// A panic handler sees each panicking task's id and message, once per panic; tasks that do
+/// not panic are not reported.
+#[test]
+fn the_panic_handler_gets_each_task_panic() {
+    quiet_panics();
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let log = seen.clone();
+    let pool = ThreadPoolInner::builder()
+        .num_threads(2)
+        .panic_handler(move |id, msg| {
+            log.lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push((id, msg.to_string()))
+        })
+        .build()
+        .expect("valid");
+    let scope = Scope::new(pool.clone());
+    let handles: Vec<_> = (0..10u32)
+        .map(|i| {
+            scope.spawn_with_handle(async move {
+                tokio::task::yield_now().await;
+                assert!(i % 3 != 0, "task {i} fails");
+            })
+        })
+        .collect();
+    let ids: Vec<_> = handles.iter().map(|h| h.id()).collect();
+    let results = pool.block_on(scope.join_handles(handles));
+    let mut want: Vec<_> = results
+        .iter()
+        .zip(&ids)
+        .filter_map(|(r, id)| match r {
+            Err(TaskError::Panicked(msg)) => Some((*id, msg.clone())),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(want.len(), 4);
+    let mut got = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    got.sort_by_key(|(id, _)| *id);
+    want.sort_by_key(|(id, _)| *id);
+    assert_eq!(got, want);
+    // Bulk items are reported too (under their batch task's id).
+    seen.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    let items = pool.block_on(scope.batch_process(0..6u32, 2, |i| async move {
+        assert!(i != 4, "item {i} fails");
+        i
+    }));
+    assert_eq!(items.iter().filter(|r| r.is_err()).count(), 1);
+    let got = seen.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].1, "item 4 fails");
+}

@@ -6,8 +6,8 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
-use async_rayon::{Scope, ThreadPoolInner};
-use metrics_exporter_prometheus::PrometheusBuilder;
+use async_rayon::{LATENCY_BUCKETS_SECONDS, Scope, ThreadPoolInner};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
 
 fn scrape(addr: SocketAddr) -> std::io::Result<String> {
     let mut s = TcpStream::connect(addr)?;
@@ -37,6 +37,11 @@ fn scraped_counters_match_metrics_fast() {
     let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
     PrometheusBuilder::new()
         .with_http_listener(addr)
+        .set_buckets_for_metric(
+            Matcher::Prefix("async_rayon_task_".into()),
+            LATENCY_BUCKETS_SECONDS,
+        )
+        .expect("valid buckets")
         .install()
         .expect("install the exporter");
     std::panic::set_hook(Box::new(|_| {}));
@@ -59,6 +64,13 @@ fn scraped_counters_match_metrics_fast() {
     pool.block_on(scope.join_handles(handles));
     let m = pool.metrics_fast();
     assert_eq!((m.submitted, m.rejected), (100, 50));
+    // Enough units for latency samples (about one in 64 is sampled).
+    let more: Vec<_> = (0..2_000u32)
+        .map(|_| scope.spawn_with_handle(async {}))
+        .collect();
+    pool.block_on(scope.join_handles(more));
+    let m = pool.metrics_fast();
+    assert!(m.run_time.samples > 0 && m.queue_wait.samples > 0);
     let _export = pool.start_metrics_export(Duration::from_millis(20));
 
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -84,4 +96,24 @@ fn scraped_counters_match_metrics_fast() {
     }
     assert_eq!(value(&body, "async_rayon_worker_threads"), Some(2.0));
     assert!(value(&body, "async_rayon_utilization").is_some());
+    assert_eq!(value(&body, "async_rayon_max_pending"), Some(100.0));
+    assert_eq!(value(&body, "async_rayon_tasks_pending"), Some(0.0));
+    assert_eq!(value(&body, "async_rayon_reserve_waiters"), Some(0.0));
+    // Latency as real histograms: buckets, sum and count, the count being every sample.
+    for (name, samples) in [
+        ("async_rayon_task_queue_wait_seconds", m.queue_wait.samples),
+        ("async_rayon_task_run_seconds", m.run_time.samples),
+    ] {
+        assert!(
+            body.contains(&format!("# TYPE {name} histogram")),
+            "{name} is not a histogram:\n{body}"
+        );
+        assert!(
+            body.lines()
+                .any(|l| l.starts_with(&format!("{name}_bucket{{")) && l.contains("le=\"+Inf\"")),
+            "{name}_bucket\n{body}"
+        );
+        assert!(value(&body, &format!("{name}_sum")).is_some_and(|v| v > 0.0));
+        assert_eq!(value(&body, &format!("{name}_count")), Some(samples as f64));
+    }
 }

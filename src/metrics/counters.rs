@@ -199,8 +199,10 @@ impl Counters {
         }
     }
 
-    /// Sums every row. O(workers); no allocation, no lock.
-    pub(crate) fn snapshot(&self) -> Snapshot {
+    /// Sums every row, and returns the summed latency histograms behind its percentiles
+    /// (queue wait, run time): a monitor keeps them to compute an interval's. O(workers); no
+    /// allocation, no lock.
+    pub(crate) fn snapshot_with_latency(&self) -> (Snapshot, Latency) {
         let now = self.now_ns();
         let mut s = Snapshot {
             uptime: Duration::from_nanos(now - 1),
@@ -228,6 +230,37 @@ impl Counters {
         }
         s.queue_wait = queue_wait.summary();
         s.run_time = run_time.summary();
-        s
+        (
+            s,
+            Latency {
+                queue_wait,
+                run_time,
+            },
+        )
+    }
+}
+
+/// The summed latency histograms of a reading.
+#[derive(Clone)]
+pub(crate) struct Latency {
+    pub(crate) queue_wait: Merged,
+    pub(crate) run_time: Merged,
+}
+
+impl Latency {
+    /// No samples.
+    pub(crate) fn zero() -> Latency {
+        Latency {
+            queue_wait: Merged::new(),
+            run_time: Merged::new(),
+        }
+    }
+
+    /// The samples recorded since `earlier`.
+    pub(crate) fn since(&self, earlier: &Latency) -> Latency {
+        Latency {
+            queue_wait: self.queue_wait.since(&earlier.queue_wait),
+            run_time: self.run_time.since(&earlier.run_time),
+        }
     }
 }

@@ -57,12 +57,41 @@ impl Histogram {
     }
 }
 
-/// Sums of histograms, for percentiles.
-pub(super) struct Merged([u64; BUCKETS]);
+/// Sums of histograms, for percentiles; the difference of two sums is the distribution of
+/// the samples recorded between them (a monitoring interval).
+#[derive(Clone)]
+pub(crate) struct Merged([u64; BUCKETS]);
 
 impl Merged {
-    pub(super) fn new() -> Self {
+    pub(crate) fn new() -> Self {
         Merged([0; BUCKETS])
+    }
+
+    /// The samples recorded since `earlier` (a previous reading of the same histograms).
+    pub(crate) fn since(&self, earlier: &Merged) -> Merged {
+        let mut d = Merged::new();
+        for ((d, now), then) in d.0.iter_mut().zip(&self.0).zip(&earlier.0) {
+            *d = now.saturating_sub(*then);
+        }
+        d
+    }
+
+    /// Each non-empty bucket as (a value inside it, in seconds: the middle of its range;
+    /// samples in it), for a histogram of the `metrics` facade.
+    pub(crate) fn buckets(&self) -> impl Iterator<Item = (f64, u64)> + '_ {
+        self.0
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| **n > 0)
+            .map(|(b, n)| {
+                let low = bucket_floor(b) as f64;
+                let high = if b + 1 < BUCKETS {
+                    bucket_floor(b + 1) as f64
+                } else {
+                    low
+                };
+                ((low + high) / 2.0 / 1e9, *n)
+            })
     }
 
     pub(super) fn add(&mut self, h: &Histogram) {
@@ -71,7 +100,7 @@ impl Merged {
         }
     }
 
-    pub(super) fn summary(&self) -> LatencySummary {
+    pub(crate) fn summary(&self) -> LatencySummary {
         let samples: u64 = self.0.iter().sum();
         let at = |q: f64| -> Duration {
             if samples == 0 {
@@ -141,5 +170,31 @@ mod tests {
         let p99 = s.p99.as_nanos() as u64;
         assert!((37_000..=50_000).contains(&p50), "{p50}");
         assert!((74_000..=99_000).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn an_interval_holds_only_its_own_samples() {
+        let h = Histogram::default();
+        for _ in 0..100_000 {
+            h.record(1_000, true);
+        }
+        let mut before = Merged::new();
+        before.add(&h);
+        for _ in 0..100 {
+            h.record(50_000_000, true);
+        }
+        let mut after = Merged::new();
+        after.add(&h);
+        let interval = after.since(&before);
+        let s = interval.summary();
+        assert_eq!(s.samples, 100);
+        // Over the whole life p99 is still the 1 µs bulk; over the interval it is the spike.
+        assert!(after.summary().p99 < std::time::Duration::from_micros(2));
+        assert!(s.p50 >= std::time::Duration::from_millis(40), "{s:?}");
+        let buckets: Vec<_> = interval.buckets().collect();
+        assert_eq!(buckets.len(), 1);
+        let (value, count) = buckets[0];
+        assert_eq!(count, 100);
+        assert!((0.04..0.06).contains(&value), "{value}");
     }
 }

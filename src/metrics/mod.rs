@@ -34,5 +34,5 @@ mod counters;
 mod histogram;
 mod snapshot;
 
-pub(crate) use counters::{Counters, Outcome};
+pub(crate) use counters::{Counters, Latency, Outcome};
 pub use snapshot::{LatencySummary, PoolMetrics};

@@ -140,11 +140,17 @@ impl Scheduler {
             .free_by_spawner()
             .then(|| runnable.waker());
         let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| runnable.run()));
+        // A panic outside the task's future (in the drop of its output?) is not the task's
+        // outcome; Rust's panic hook has printed it, and with `tracing` it is an event.
         if let Err(p) = ran {
-            eprintln!(
-                "async_rayon: a task panicked outside its future (in the drop of its output?): {}",
+            #[cfg(feature = "tracing")]
+            tracing::error!(
+                target: "async_rayon",
+                "a task panicked outside its future: {}",
                 crate::unwind::panic_message(&*p)
             );
+            #[cfg(not(feature = "tracing"))]
+            drop(p);
         }
         keep
     }

@@ -196,7 +196,7 @@ where
                 // future (a panic there too is the same outcome) and report the first panic.
                 Err(p) => {
                     let _ = catch_unwind(AssertUnwindSafe(|| slot.set(None)));
-                    Err(TaskError::Panicked(panic_message(&*p)))
+                    Err(self.meta.panicked(panic_message(&*p)))
                 }
             };
             self.finished(None, result);

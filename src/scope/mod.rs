@@ -147,7 +147,11 @@ impl ScopeShared {
     }
 
     fn live_children(&self) -> Vec<Arc<ScopeShared>> {
-        self.children.lock().iter().filter_map(Weak::upgrade).collect()
+        self.children
+            .lock()
+            .iter()
+            .filter_map(Weak::upgrade)
+            .collect()
     }
 
     /// A child of `self`: registered in `self`'s list, then given `self`'s state (see the

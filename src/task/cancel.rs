@@ -17,30 +17,39 @@
 
 use std::sync::atomic::Ordering;
 
-use crate::sync::{AtomicU8, OnceCell, fence};
+use crate::sync::{AtomicU64, OnceCell, fence};
 
 /// Set once cancellation of this one task is requested.
-pub(crate) const CANCEL_REQUESTED: u8 = 1;
+pub(crate) const CANCEL_REQUESTED: u64 = 1;
+/// The low bits of the word are flags; the bits above hold the task's id.
+pub(crate) const FLAG_BITS: u32 = 8;
 
-/// A task's cancel flag (with the task's other flag bits) and its lazily created token.
+/// A task's cancel flag (with the task's other flag bits and its id, in one word) and its
+/// lazily created token.
 pub(crate) struct CancelState<T> {
-    flags: AtomicU8,
+    flags: AtomicU64,
     token: OnceCell<T>,
 }
 
 impl<T> CancelState<T> {
-    /// A state with `flags` set and no token.
-    pub(crate) fn new(flags: u8) -> Self {
+    /// A state for task `id` with `flags` set and no token.
+    pub(crate) fn new(id: u64, flags: u64) -> Self {
+        debug_assert!(flags < 1 << FLAG_BITS && id < 1 << (64 - FLAG_BITS));
         CancelState {
-            flags: AtomicU8::new(flags),
+            flags: AtomicU64::new(id << FLAG_BITS | flags),
             token: OnceCell::new(),
         }
     }
 
-    /// The flag bits, for the checks that only read them (see `CancelProbe`).
+    /// The flag bits (and the id above them), for checks that only read them.
     #[inline]
-    pub(crate) fn flags(&self) -> &AtomicU8 {
+    pub(crate) fn flags(&self) -> &AtomicU64 {
         &self.flags
+    }
+
+    /// The id given to [`new`](Self::new).
+    pub(crate) fn id(&self) -> u64 {
+        self.flags.load(Ordering::Relaxed) >> FLAG_BITS
     }
 
     /// The canceller's side: set the flag, fence, then `cancel` the token if it exists.
@@ -71,7 +80,7 @@ impl<T> CancelState<T> {
 
     /// Sets `bits` in the flags with `ordering`.
     #[inline]
-    pub(crate) fn set(&self, bits: u8, ordering: Ordering) {
+    pub(crate) fn set(&self, bits: u64, ordering: Ordering) {
         self.flags.fetch_or(bits, ordering);
     }
 

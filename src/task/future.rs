@@ -77,7 +77,7 @@ where
             let result = match polled {
                 Ok(Poll::Pending) => None,
                 Ok(Poll::Ready(result)) => Some(result),
-                Err(payload) => Some(Err(TaskError::Panicked(panic_message(&*payload)))),
+                Err(payload) => Some(Err(meta.panicked(panic_message(&*payload)))),
             };
             if let Some(result) = result {
                 *this.left_scope = true;

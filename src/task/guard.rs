@@ -53,7 +53,10 @@ pin_project! {
                 *this.finished = true;
                 let outcome = match drop_inner(this.inner.as_mut()) {
                     Ok(()) => Outcome::Cancelled,
-                    Err(_) => Outcome::Panicked,
+                    Err(message) => {
+                        this.meta.pool().report_panic(this.meta.id(), &message);
+                        Outcome::Panicked
+                    }
                 };
                 *this.timer = None;
                 if !*this.batch_item {
@@ -130,6 +133,9 @@ fn finish<F: Future>(
         let counters = &this.meta.pool().counters;
         let worker = this.meta.pool().counter_row();
         counters.record_run_time(worker, counters.now_ns().saturating_sub(*this.sample_ns));
+    }
+    if let Err(TaskError::Panicked(message)) = &result {
+        this.meta.pool().report_panic(this.meta.id(), message);
     }
     let outcome = Outcome::of(&result);
     #[cfg(feature = "tracing")]

@@ -67,6 +67,11 @@ impl<T> TaskHandle<T> {
         }
     }
 
+    /// The error a handle built by [`refused`](Self::refused) resolves to.
+    pub(crate) fn refusal(&self) -> Option<&TaskError> {
+        self.refused.as_ref()
+    }
+
     /// The task's id.
     pub fn id(&self) -> TaskId {
         self.id

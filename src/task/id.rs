@@ -39,6 +39,10 @@ impl TaskId {
         })
     }
 
+    pub(crate) fn from_u64(id: u64) -> TaskId {
+        TaskId(id)
+    }
+
     /// The id as a number.
     pub fn as_u64(&self) -> u64 {
         self.0

@@ -59,10 +59,10 @@ pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
 pub(crate) type JoinTask<T> = async_task::Task<Result<T, TaskError>, TaskMeta>;
 
 /// Set when the task's handle is dropped.
-const DETACHED: u8 = 2;
+const DETACHED: u64 = 2;
 /// Set at spawn when the task's future is small enough for its allocation to be handed back
 /// to a spawning thread once it finishes detached (see `scheduler::reclaim`).
-const SMALL: u8 = 4;
+const SMALL: u64 = 4;
 
 /// Per-task state shared by the handle and the running future; lives in the task's own
 /// allocation (async-task metadata), so it costs no extra allocation.
@@ -74,16 +74,29 @@ pub(crate) struct TaskMeta {
 }
 
 impl TaskMeta {
-    pub(crate) fn new(scope: Arc<ScopeShared>, small: bool) -> Self {
+    pub(crate) fn new(scope: Arc<ScopeShared>, id: TaskId, small: bool) -> Self {
         TaskMeta {
             scope,
-            cancel: CancelState::new(if small { SMALL } else { 0 }),
+            cancel: CancelState::new(id.as_u64(), if small { SMALL } else { 0 }),
         }
     }
 
     #[inline]
     pub(crate) fn pool(&self) -> &Arc<Shared> {
         &self.scope.pool
+    }
+
+    /// The task's id (the one its handle reports).
+    pub(crate) fn id(&self) -> TaskId {
+        TaskId::from_u64(self.cancel.id())
+    }
+
+    /// A panic caught while polling or dropping a unit of this task: reports it to the
+    /// pool's panic handler and returns the error the unit resolves to.
+    #[cold]
+    pub(crate) fn panicked(&self, message: String) -> TaskError {
+        self.pool().report_panic(self.id(), &message);
+        TaskError::Panicked(message)
     }
 
     /// True once this task, its scope or its whole pool has been cancelled.
@@ -209,7 +222,11 @@ pub(crate) fn fail_admitted<T>(scope: &Arc<ScopeShared>, err: TaskError) -> Task
     pool.counters
         .record(worker, Outcome::of::<()>(&Err(err.clone())));
     pool.admission.release();
-    TaskHandle::refused(err)
+    let handle = TaskHandle::refused(err);
+    if let Some(TaskError::Panicked(message)) = handle.refusal() {
+        pool.report_panic(handle.id(), message);
+    }
+    handle
 }
 
 /// Builds and schedules a pool task whose body `make_body` builds from the task's metadata.
@@ -234,7 +251,8 @@ where
     scope.task_started();
     let small = std::mem::size_of::<TaskFuture<'static, B>>()
         <= crate::scheduler::reclaim::MAX_DEFERRED_FUTURE;
-    let meta = TaskMeta::new(scope.clone(), small);
+    let id = TaskId::next();
+    let meta = TaskMeta::new(scope.clone(), id, small);
     // SAFETY: `spawn_unchecked` lets the future borrow the task's metadata, which async-task
     // keeps alive and in place for as long as the future exists. We name that borrow
     // `'static`; it is sound because the only code that sees it is the body built here, which
@@ -250,7 +268,6 @@ where
             )
     };
     scope.pool.sched.schedule_new(runnable);
-    let id = TaskId::next();
     #[cfg(feature = "tracing")]
     tracing::trace!(target: "async_rayon", task = id.as_u64(), "task spawned");
     TaskHandle::new(id, task)
