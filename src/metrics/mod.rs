@@ -19,7 +19,10 @@
 //! One unit in [`SAMPLE_EVERY`](counters::SAMPLE_EVERY) (per spawning thread) is sampled:
 //! its queue wait (spawn to first poll) and run time (first poll to finish) go into
 //! per-worker log-scale histograms ([`Histogram`](histogram::Histogram)), merged on read.
-//! Unsampled units pay one thread-local increment.
+//! Unsampled units pay one thread-local increment. The merged sums only grow, so a monitor
+//! keeps the previous reading and gets an interval's distribution as the difference
+//! ([`Latency::since`]): that is what its callback's percentiles and the exported histograms
+//! cover.
 //!
 //! # Layout
 //! - [`counters`]: [`Outcome`], the per-worker [`Row`](counters::Row)s and [`Counters`],
