@@ -497,3 +497,9 @@ impl Drop for Counted {
         self.0.live.fetch_sub(1, Ordering::SeqCst);
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// A real redis-server per test, for the Redis Streams job queue (`async_rayon::queue`).
+
+#[cfg(feature = "redis")]
+pub mod redis;
