@@ -59,10 +59,10 @@ pub(crate) type Runnable = async_task::Runnable<TaskMeta>;
 pub(crate) type JoinTask<T> = async_task::Task<Result<T, TaskError>, TaskMeta>;
 
 /// Set when the task's handle is dropped.
-const DETACHED: u64 = 2;
+const DETACHED: u8 = 2;
 /// Set at spawn when the task's future is small enough for its allocation to be handed back
 /// to a spawning thread once it finishes detached (see `scheduler::reclaim`).
-const SMALL: u64 = 4;
+const SMALL: u8 = 4;
 
 /// Per-task state shared by the handle and the running future; lives in the task's own
 /// allocation (async-task metadata), so it costs no extra allocation.
