@@ -71,6 +71,8 @@ mod metrics;
 mod monitor;
 mod pool;
 pub mod progress;
+#[cfg(feature = "redis")]
+pub mod queue;
 mod rand;
 mod registry;
 mod retry;
