@@ -81,7 +81,9 @@ impl RetryPolicy {
         Duration::try_from_secs_f64(secs).unwrap_or(self.max_backoff)
     }
 
-    fn wait(&self, retry: u32) -> Duration {
+    /// The wait before retry number `retry` (0-based), jittered if `jitter` is on: what
+    /// [`with_retry`] sleeps, and what a supervisor sleeps before a restart.
+    pub(crate) fn wait(&self, retry: u32) -> Duration {
         let d = self.backoff(retry);
         if self.jitter {
             d / 2 + d.mul_f64(crate::rand::next_unit() / 2.0)
