@@ -91,7 +91,10 @@ pub use metrics::{LatencySummary, PoolMetrics};
 pub use monitor::{LATENCY_BUCKETS_SECONDS, MonitorHandle};
 pub use pool::ThreadPoolInner;
 pub use retry::{RetryFuture, RetryPolicy, with_retry};
-pub use scope::{BatchOptions, Collect, Ordered, ProcessStream, Scope, SpawnPermit, TaskSet};
+pub use scope::{
+    BatchOptions, Collect, Ordered, ProcessStream, Scope, SpawnPermit, SupervisedFailure,
+    SupervisorExit, SupervisorHandle, SupervisorPolicy, TaskSet,
+};
 pub use task::{CancelOnDrop, TaskHandle, TaskId};
 /// tokio-util's cancellation token, re-exported because it appears in this crate's
 /// signatures ([`TaskHandle::cancellation_token`], [`Scope::cancellation_token`]): use this

@@ -144,6 +144,7 @@ pub(crate) fn export(name: &str, m: &PoolMetrics, latency: &Latency, waiters: us
         ("async_rayon_tasks_timed_out_total", m.timed_out),
         ("async_rayon_tasks_rejected_total", m.rejected),
         ("async_rayon_task_retries_total", m.retries),
+        ("async_rayon_task_restarts_total", m.restarts),
     ];
     for (key, value) in counters {
         metrics::counter!(key, std::slice::from_ref(&pool)).absolute(value);

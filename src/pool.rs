@@ -267,7 +267,7 @@ impl ThreadPoolInner {
     /// Publishes the pool's figures through the [`metrics`](https://docs.rs/metrics) facade
     /// every `every`, labelled `pool` = the pool's [`name`](Self::name): counters
     /// `async_rayon_tasks_{submitted,completed,panicked,cancelled,timed_out,rejected}_total`
-    /// and `async_rayon_task_retries_total`; gauges `async_rayon_tasks_active`,
+    /// `async_rayon_task_retries_total` and `async_rayon_task_restarts_total`; gauges `async_rayon_tasks_active`,
     /// `async_rayon_tasks_queued`, `async_rayon_tasks_pending` (admitted, unfinished),
     /// `async_rayon_max_pending` (when bounded), `async_rayon_reserve_waiters` (callers
     /// queued for room), `async_rayon_worker_threads`, `async_rayon_utilization` (over the

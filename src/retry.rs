@@ -81,6 +81,9 @@ impl RetryPolicy {
         Duration::try_from_secs_f64(secs).unwrap_or(self.max_backoff)
     }
 
+    /// The wait before retry number `retry` (0-based), jittered if `jitter` is on: what
+    /// [`with_retry`] sleeps, what a supervisor sleeps before a restart, and a queue job's
+    /// backoff before its next delivery.
     pub(crate) fn wait(&self, retry: u32) -> Duration {
         let d = self.backoff(retry);
         if self.jitter {

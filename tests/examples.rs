@@ -43,6 +43,7 @@ fn examples_run_to_completion() {
         ("sync_feeder", &[], "sum of doubled items"),
         ("prometheus", &["--seconds", "1"], "final:"),
         ("channel_pool", &[], "channel pool: 1484 ok, 16 failed"),
+        ("supervisor", &[], "supervisor stopped after 6 restarts"),
         (
             "streaming_pipeline",
             &["3000"],

@@ -55,6 +55,7 @@ pub(crate) struct Row {
     timed_out: AtomicU64,
     rejected: AtomicU64,
     retries: AtomicU64,
+    restarts: AtomicU64,
     busy_ns: AtomicU64,
     /// Start of the current run streak (ns since the pool's epoch + 1), or 0 if idle.
     busy_since: AtomicU64,
@@ -152,6 +153,11 @@ impl Counters {
         self.bump(worker, 1, |r| &r.retries);
     }
 
+    /// Counts one restart of a supervised task (`Scope::supervise`).
+    pub(crate) fn restarted(&self, worker: Option<usize>) {
+        self.bump(worker, 1, |r| &r.restarts);
+    }
+
     /// Whether the unit being created now is sampled for latency; if so, its start time.
     #[inline]
     pub(crate) fn sample_start(&self) -> u64 {
@@ -218,6 +224,7 @@ impl Counters {
             s.timed_out += row.timed_out.load(Relaxed);
             s.rejected += row.rejected.load(Relaxed);
             s.retries += row.retries.load(Relaxed);
+            s.restarts += row.restarts.load(Relaxed);
             let since = row.busy_since.load(Relaxed);
             let ongoing = if since == 0 {
                 0

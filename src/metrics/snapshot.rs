@@ -28,6 +28,7 @@ pub(crate) struct Snapshot {
     pub(crate) timed_out: u64,
     pub(crate) rejected: u64,
     pub(crate) retries: u64,
+    pub(crate) restarts: u64,
     pub(crate) busy_ns: u64,
     pub(crate) queue_wait: LatencySummary,
     pub(crate) run_time: LatencySummary,
@@ -87,6 +88,9 @@ pub struct PoolMetrics {
     pub rejected: u64,
     /// Retries made by [`with_retry`](crate::with_retry) functions on this pool's workers.
     pub retries: u64,
+    /// Restarts of supervised tasks ([`Scope::supervise`](crate::Scope::supervise)) on this
+    /// pool.
+    pub restarts: u64,
     /// Worker time spent running tasks within [`window`](Self::window), summed over workers.
     pub busy_time: Duration,
     /// The time the figures cover: the pool's life for `metrics_fast`, the last interval in a
@@ -118,6 +122,7 @@ impl PoolMetrics {
             timed_out: s.timed_out,
             rejected: s.rejected,
             retries: s.retries,
+            restarts: s.restarts,
             busy_time: Duration::from_nanos(s.busy_ns),
             window: s.uptime,
             queue_wait: s.queue_wait,
@@ -176,6 +181,7 @@ impl fmt::Debug for PoolMetrics {
             .field("timed_out", &self.timed_out)
             .field("rejected", &self.rejected)
             .field("retries", &self.retries)
+            .field("restarts", &self.restarts)
             .field("utilization", &self.utilization())
             .field("queue_pressure", &self.queue_pressure())
             .field("success_rate", &self.success_rate())

@@ -22,10 +22,12 @@ mod batch;
 mod carrier;
 mod output;
 mod stream;
+mod supervisor;
 mod task_set;
 
 pub use batch::BatchOptions;
 pub use stream::{Collect, Ordered, ProcessStream};
+pub use supervisor::{SupervisedFailure, SupervisorExit, SupervisorHandle, SupervisorPolicy};
 pub use task_set::TaskSet;
 
 /// The half of a scope that its tasks share.
