@@ -552,3 +552,99 @@ async fn bad_input_is_an_error_naming_its_cause() {
     })
     .await;
 }
+
+/// Three worker processes (examples/queue_worker.rs); one is killed with SIGKILL mid-run. No
+/// job is lost: every job succeeds at least once, the jobs done twice are at most what the
+/// killed worker held (its concurrency), and nothing stays pending. The two others then stop
+/// on SIGTERM and exit 0.
+#[test]
+fn killing_one_of_three_worker_processes_loses_no_job() {
+    use std::process::{Command, Stdio};
+    let exe = common::build_example_with("queue_worker", &["redis"]);
+    let server = RedisServer::start();
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
+    let cfg = QueueConfig::new(server.url(), "crash");
+    let producer = rt.block_on(Producer::connect(&cfg)).expect("producer");
+    let jobs = 3_000u32;
+    rt.block_on(producer.enqueue_many((0..jobs).map(|i| i.to_le_bytes())))
+        .expect("enqueue");
+    let dir = tempfile::tempdir().expect("temp dir");
+    let concurrency = 16;
+    let start = |i: usize| {
+        Command::new(&exe)
+            .args([
+                "--url",
+                &server.url(),
+                "--queue",
+                "crash",
+                "--concurrency",
+                &concurrency.to_string(),
+                "--work-ms",
+                "3",
+                "--claim-idle-ms",
+                "1000",
+                "--grace-ms",
+                "2000",
+                "--done-log",
+            ])
+            .arg(dir.path().join(format!("done-{i}.log")))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start a worker process")
+    };
+    let mut workers: Vec<_> = (0..3).map(start).collect();
+    let done_lines = || -> Vec<String> {
+        (0..3)
+            .flat_map(|i| {
+                std::fs::read_to_string(dir.path().join(format!("done-{i}.log")))
+                    .unwrap_or_default()
+                    .lines()
+                    .map(str::to_string)
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    };
+    // Kill worker 0 once a third of the jobs are done.
+    assert!(
+        common::eventually(Duration::from_secs(60), || done_lines().len() >= 1_000),
+        "workers made no progress"
+    );
+    workers[0].kill().expect("SIGKILL worker 0");
+    workers[0].wait().expect("reap worker 0");
+    let all_done = || {
+        let mut ids = done_lines();
+        ids.sort();
+        ids.dedup();
+        ids.len() == jobs as usize
+    };
+    assert!(
+        common::eventually(Duration::from_secs(90), all_done),
+        "jobs lost: {} distinct done of {jobs}",
+        {
+            let mut ids = done_lines();
+            ids.sort();
+            ids.dedup();
+            ids.len()
+        }
+    );
+    let lines = done_lines();
+    let duplicates = lines.len() - jobs as usize;
+    assert!(
+        duplicates <= concurrency,
+        "{duplicates} jobs ran twice; the killed worker held at most {concurrency}"
+    );
+    assert!(common::eventually(Duration::from_secs(10), || {
+        let s = rt.block_on(producer.stats()).expect("stats");
+        (s.backlog, s.pending) == (0, 0)
+    }));
+    for w in &mut workers[1..] {
+        let pid = w.id() as i32;
+        // SAFETY: sends SIGTERM to a child process this test started and has not reaped.
+        assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    }
+    for w in &mut workers[1..] {
+        let status = w.wait().expect("worker exits");
+        assert!(status.success(), "a worker stopped with {status}");
+    }
+}

@@ -6,15 +6,25 @@ use std::process::Command;
 
 /// Builds example `name` (debug) with the cargo running these tests and returns its path.
 pub fn build_example(name: &str) -> PathBuf {
+    build_example_with(name, &[])
+}
+
+/// [`build_example`] with cargo features turned on (for examples that require them).
+pub fn build_example_with(name: &str, features: &[&str]) -> PathBuf {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let features = features.join(",");
+    let mut args = vec![
+        "build",
+        "--quiet",
+        "--example",
+        name,
+        "--message-format=json",
+    ];
+    if !features.is_empty() {
+        args.extend(["--features", features.as_str()]);
+    }
     let out = Command::new(cargo)
-        .args([
-            "build",
-            "--quiet",
-            "--example",
-            name,
-            "--message-format=json",
-        ])
+        .args(&args)
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("run cargo build");
