@@ -67,6 +67,9 @@ pub struct Worker {
     consumer: String,
     control: ConnectionManager,
     reader: ConnectionManager,
+    /// The reader connection's `CLIENT ID`, to end its blocking read at once at a stop
+    /// (`CLIENT UNBLOCK`); fetched again after the connection failed.
+    reader_id: Option<i64>,
     renew: redis::Script,
     set_lease: redis::Script,
     dead_letter: redis::Script,
@@ -126,12 +129,14 @@ impl Worker {
     pub async fn connect(cfg: QueueConfig) -> Result<Worker, QueueError> {
         cfg.validate()?;
         let control = super::connect(&cfg).await?;
-        let reader = super::connect(&cfg).await?;
+        let mut reader = super::connect(&cfg).await?;
+        let reader_id = client_id(&mut reader).await;
         let worker = Worker {
             consumer: cfg.consumer_name(),
             cfg,
             control,
             reader,
+            reader_id,
             renew: redis::Script::new(RENEW),
             set_lease: redis::Script::new(SET_LEASE),
             dead_letter: redis::Script::new(DEAD_LETTER),
@@ -188,6 +193,7 @@ impl Worker {
             });
         }
         let mut run = Run {
+            reader_id: self.reader_id,
             w: &self,
             scope,
             handler: Arc::new(handler),
@@ -208,6 +214,7 @@ impl Worker {
 /// One `run_until`'s state.
 struct Run<'a, H> {
     w: &'a Worker,
+    reader_id: Option<i64>,
     scope: &'a Scope,
     handler: Arc<H>,
     held: HashMap<JobId, Held>,
@@ -278,7 +285,18 @@ where
             self.flush_acks().await;
         }
         self.stopping = true;
-        // A read in flight may still deliver jobs to this consumer: take them (to hand back).
+        // A read in flight may still deliver jobs to this consumer: end its wait at once
+        // (else it blocks up to a second), then take what it brought (to hand back).
+        if reading.is_some()
+            && let Some(id) = self.reader_id
+        {
+            let mut con = self.w.control.clone();
+            let _: RedisResult<i64> = redis::cmd("CLIENT")
+                .arg("UNBLOCK")
+                .arg(id)
+                .query_async(&mut con)
+                .await;
+        }
         if let Some(read) = reading
             && let Ok(reply) = read.await
         {
@@ -354,6 +372,9 @@ where
         }
         self.report.reconnects += 1;
         self.count("reconnects", 1);
+        // The connection may come back as a new client.
+        let mut reader = self.w.reader.clone();
+        self.reader_id = client_id(&mut reader).await;
         (backoff * 2).clamp(Duration::from_millis(100), Duration::from_secs(2))
     }
 
@@ -685,6 +706,11 @@ where
         metrics::gauge!("async_rayon_queue_held", "queue" => self.w.cfg.name.clone())
             .set(self.held.len() as f64);
     }
+}
+
+/// The connection's `CLIENT ID`, if it answers.
+async fn client_id(con: &mut ConnectionManager) -> Option<i64> {
+    redis::cmd("CLIENT").arg("ID").query_async(con).await.ok()
 }
 
 fn payload_of(entry: &StreamId) -> Vec<u8> {
