@@ -169,11 +169,13 @@ async fn run_raw(
             lat.push(l);
             finished.push(id);
         }
-        if finished.is_empty() && !in_flight.is_empty() && room == 0 {
-            if let Some(Ok((id, l))) = in_flight.join_next().await {
-                lat.push(l);
-                finished.push(id);
-            }
+        if finished.is_empty()
+            && !in_flight.is_empty()
+            && room == 0
+            && let Some(Ok((id, l))) = in_flight.join_next().await
+        {
+            lat.push(l);
+            finished.push(id);
         }
         if !finished.is_empty() {
             let ids: Vec<&str> = finished.iter().map(String::as_str).collect();
