@@ -648,3 +648,75 @@ fn killing_one_of_three_worker_processes_loses_no_job() {
         assert!(status.success(), "a worker stopped with {status}");
     }
 }
+
+/// A job whose lease another consumer took (here by a direct `XCLAIM`) is cancelled where it
+/// ran: its future is dropped, the worker counts a lost lease and does not ack it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_lease_is_taken_is_cancelled_locally() {
+    use redis::AsyncCommands;
+    within(60, "lease lost", async {
+        let server = RedisServer::start();
+        let cfg = fast_cfg(&server, "stolen").concurrency(4);
+        let producer = Producer::connect(&cfg).await.expect("producer");
+        let id = producer.enqueue(b"long").await.expect("enqueue");
+        let pool = ThreadPoolInner::new(2, Some(100));
+        let scope = pool.scope();
+        let (guard, dropped) = common::drop_flag();
+        let guard = Arc::new(Mutex::new(Some(guard)));
+        let started = CancellationToken::new();
+        let (g, s) = (guard.clone(), started.clone());
+        let worker = Worker::connect(cfg.clone().consumer("victim"))
+            .await
+            .expect("worker");
+        let client = redis::Client::open(server.url()).expect("client");
+        let mut con = client
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connection");
+        let key = cfg.jobs_key();
+        let thief = async {
+            started.cancelled().await;
+            let _: redis::Value = redis::cmd("XCLAIM")
+                .arg(&key)
+                .arg("workers")
+                .arg("thief")
+                .arg(0)
+                .arg(id.as_str())
+                .query_async(&mut con)
+                .await
+                .expect("XCLAIM by another consumer");
+        };
+        let dropped2 = dropped.clone();
+        let run = worker.run_until(
+            &scope,
+            move |_job: Job| {
+                let (g, s) = (g.clone(), s.clone());
+                async move {
+                    let _guard = g.lock().unwrap_or_else(|p| p.into_inner()).take();
+                    s.cancel();
+                    tokio::time::sleep(Duration::from_secs(30)).await;
+                    Ok::<(), JobError<String>>(())
+                }
+            },
+            async move {
+                while !dropped2.load(Ordering::SeqCst) {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            },
+            Duration::from_secs(1),
+        );
+        let (report, ()) = tokio::join!(run, thief);
+        let report = report.expect("run");
+        assert!(dropped.load(Ordering::SeqCst));
+        assert_eq!(report.lease_lost, 1, "{report:?}");
+        assert_eq!(report.acked, 0);
+        // Still pending, now the thief's.
+        let pending: redis::streams::StreamPendingCountReply = con
+            .xpending_count(&key, "workers", "-", "+", 10)
+            .await
+            .expect("XPENDING");
+        assert_eq!(pending.ids.len(), 1);
+        assert_eq!(pending.ids[0].consumer, "thief");
+    })
+    .await;
+}
