@@ -4,7 +4,10 @@
 //! `cargo bench --bench memory` prints one line per measurement:
 //! - async_rayon `stream_process`, 2M and 4M items;
 //! - `tokio::spawn` held to the same 10k in flight (JoinHandles in `buffer_unordered`), 2M;
-//! - unbounded `tokio::spawn` of 1M such tasks: what `max_pending` saves.
+//! - unbounded `tokio::spawn` of 1M such tasks: what `max_pending` saves;
+//! - memory per live task: 1M tasks alive at once (no bound, every handle kept), each holding
+//!   256 bytes until a common deadline 5 s after the start, on async_rayon and on
+//!   `tokio::spawn`.
 
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -17,6 +20,17 @@ const IN_FLIGHT: usize = 10_000;
 async fn item(i: u64) -> u64 {
     let buf = [i as u8; 256];
     tokio::time::sleep(Duration::from_millis(1)).await;
+    std::hint::black_box(&buf);
+    u64::from(buf[0])
+}
+
+/// How long the live-task measurements keep every task alive (enough to spawn them all).
+const LIVE_FOR: Duration = Duration::from_secs(5);
+
+/// One live task: 256 bytes held until `until`.
+async fn held_until(i: u64, until: tokio::time::Instant) -> u64 {
+    let buf = [i as u8; 256];
+    tokio::time::sleep_until(until).await;
     std::hint::black_box(&buf);
     u64::from(buf[0])
 }
@@ -50,6 +64,30 @@ fn measure(system: &str, n: u64) {
         }),
         "tokio_unbounded" => tokio_rt().block_on(async {
             let handles: Vec<_> = (0..n).map(|i| tokio::spawn(item(i))).collect();
+            let mut sum = 0;
+            for h in handles {
+                sum += h.await.unwrap_or(0);
+            }
+            sum
+        }),
+        "async_rayon_live" => {
+            let pool = async_rayon::ThreadPoolInner::new(2, None);
+            let scope = async_rayon::Scope::new(pool.clone());
+            let until = tokio::time::Instant::now() + LIVE_FOR;
+            let handles: Vec<_> = (0..n)
+                .map(|i| scope.spawn_with_handle(held_until(i, until)))
+                .collect();
+            pool.block_on(async {
+                let mut sum = 0;
+                for h in handles {
+                    sum += h.await.unwrap_or(0);
+                }
+                sum
+            })
+        }
+        "tokio_live" => tokio_rt().block_on(async {
+            let until = tokio::time::Instant::now() + LIVE_FOR;
+            let handles: Vec<_> = (0..n).map(|i| tokio::spawn(held_until(i, until))).collect();
             let mut sum = 0;
             for h in handles {
                 sum += h.await.unwrap_or(0);
@@ -94,6 +132,8 @@ fn main() {
         ("async_rayon", 4_000_000),
         ("tokio_bounded", 2_000_000),
         ("tokio_unbounded", 1_000_000),
+        ("async_rayon_live", 1_000_000),
+        ("tokio_live", 1_000_000),
     ] {
         let out = Command::new(&exe)
             .args([system, &n.to_string()])

@@ -40,48 +40,74 @@ use crate::error::TaskError;
 /// ```
 #[must_use = "dropping a TaskHandle detaches the task; await it or call .cancel()"]
 pub struct TaskHandle<T> {
-    id: TaskId,
-    task: Option<JoinTask<T>>,
-    /// Set for a task refused at spawn time (it never existed).
-    refused: Option<TaskError>,
-    resolved: bool,
+    state: State<T>,
+}
+
+/// What a handle holds: 16 bytes (a pointer and a tag), where a handle is kept per live task.
+enum State<T> {
+    /// The task (running or finished), its result not yet returned through this handle.
+    Live(JoinTask<T>),
+    /// The result was returned; the task is kept (for `id()`) until the handle is dropped.
+    Resolved(JoinTask<T>),
+    /// Refused at spawn (the task never existed): its id, and its error until returned. Rare,
+    /// so boxed.
+    Refused(Box<(TaskId, Option<TaskError>)>),
+    /// Only while `poll` moves the task from `Live` to `Resolved`.
+    Moving,
 }
 
 impl<T> TaskHandle<T> {
-    pub(crate) fn new(id: TaskId, task: JoinTask<T>) -> Self {
+    pub(crate) fn new(task: JoinTask<T>) -> Self {
         TaskHandle {
-            id,
-            task: Some(task),
-            refused: None,
-            resolved: false,
+            state: State::Live(task),
         }
     }
 
-    /// A handle already resolved to `err` (`Rejected` or `Shutdown`).
+    /// A handle already resolved to `err` (`Rejected`, `Shutdown` or `Closed`).
     pub(crate) fn refused(err: TaskError) -> Self {
         TaskHandle {
-            id: TaskId::next(),
-            task: None,
-            refused: Some(err),
-            resolved: false,
+            state: State::Refused(Box::new((TaskId::next(), Some(err)))),
         }
     }
 
     /// The error a handle built by [`refused`](Self::refused) resolves to.
     pub(crate) fn refusal(&self) -> Option<&TaskError> {
-        self.refused.as_ref()
+        match &self.state {
+            State::Refused(r) => r.1.as_ref(),
+            _ => None,
+        }
+    }
+
+    fn task(&self) -> Option<&JoinTask<T>> {
+        match &self.state {
+            State::Live(t) | State::Resolved(t) => Some(t),
+            State::Refused(_) | State::Moving => None,
+        }
+    }
+
+    /// True once this handle returned its result.
+    fn is_resolved(&self) -> bool {
+        match &self.state {
+            State::Live(_) | State::Moving => false,
+            State::Resolved(_) => true,
+            State::Refused(r) => r.1.is_none(),
+        }
     }
 
     /// The task's id.
     pub fn id(&self) -> TaskId {
-        self.id
+        match &self.state {
+            State::Live(t) | State::Resolved(t) => t.metadata().id(),
+            State::Refused(r) => r.0,
+            State::Moving => unreachable!("TaskHandle::id during poll"),
+        }
     }
 
     /// True once the task has finished (or was refused): awaiting the handle will not wait.
     pub fn is_finished(&self) -> bool {
-        match &self.task {
-            Some(t) => self.resolved || t.is_finished(),
-            None => true,
+        match &self.state {
+            State::Live(t) => t.is_finished(),
+            _ => true,
         }
     }
 
@@ -91,7 +117,7 @@ impl<T> TaskHandle<T> {
     /// its value. The handle then resolves to `Err(TaskError::Cancelled)` unless the task
     /// finished first.
     pub fn cancel(&self) {
-        if let Some(t) = &self.task {
+        if let Some(t) = self.task() {
             t.metadata().request_cancel();
         }
     }
@@ -101,7 +127,7 @@ impl<T> TaskHandle<T> {
     /// immediate effect on a queued task use [`cancel`](Self::cancel), which also cancels
     /// the token. A refused task's token is already cancelled.
     pub fn cancellation_token(&self) -> CancellationToken {
-        match &self.task {
+        match self.task() {
             Some(t) => t.metadata().token().clone(),
             None => {
                 let token = CancellationToken::new();
@@ -128,8 +154,8 @@ impl<T> TaskHandle<T> {
     /// assert_eq!(result, Err(TaskError::TimedOut));
     /// ```
     pub async fn await_timeout(mut self, timeout: Duration) -> Result<T, TaskError> {
-        let sleep = match &self.task {
-            Some(t) if !self.resolved => {
+        let sleep = match &self.state {
+            State::Live(t) => {
                 let _enter = t.metadata().pool().rt.enter();
                 tokio::time::sleep(timeout)
             }
@@ -242,7 +268,7 @@ impl<T> Future for CancelOnDrop<T> {
 impl<T> Drop for CancelOnDrop<T> {
     fn drop(&mut self) {
         if let Some(handle) = &self.handle
-            && !handle.resolved
+            && !handle.is_resolved()
         {
             // A task that finished meanwhile keeps its value; this only stops one that runs.
             handle.cancel();
@@ -260,27 +286,31 @@ impl<T> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        assert!(!self.resolved, "TaskHandle polled after it resolved");
-        if let Some(err) = self.refused.take() {
-            self.resolved = true;
-            return Poll::Ready(Err(err));
-        }
-        let Some(task) = self.task.as_mut() else {
-            unreachable!("a TaskHandle has either a task or a refusal");
-        };
-        match Pin::new(task).poll(cx) {
-            Poll::Ready(result) => {
-                self.resolved = true;
-                Poll::Ready(result)
-            }
-            Poll::Pending => Poll::Pending,
+        let this = &mut *self;
+        match &mut this.state {
+            State::Live(task) => match Pin::new(task).poll(cx) {
+                Poll::Ready(result) => {
+                    if let State::Live(task) = std::mem::replace(&mut this.state, State::Moving) {
+                        this.state = State::Resolved(task);
+                    }
+                    Poll::Ready(result)
+                }
+                Poll::Pending => Poll::Pending,
+            },
+            State::Refused(r) => match r.1.take() {
+                Some(err) => Poll::Ready(Err(err)),
+                None => panic!("TaskHandle polled after it resolved"),
+            },
+            State::Resolved(_) | State::Moving => panic!("TaskHandle polled after it resolved"),
         }
     }
 }
 
 impl<T> Drop for TaskHandle<T> {
     fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
+        if let State::Live(task) | State::Resolved(task) =
+            std::mem::replace(&mut self.state, State::Moving)
+        {
             if !task.is_finished() {
                 task.metadata().mark_detached();
             }
@@ -292,7 +322,7 @@ impl<T> Drop for TaskHandle<T> {
 impl<T> fmt::Debug for TaskHandle<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("TaskHandle")
-            .field("id", &self.id)
+            .field("id", &self.id())
             .field("finished", &self.is_finished())
             .finish()
     }

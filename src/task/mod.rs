@@ -270,7 +270,7 @@ where
     scope.pool.sched.schedule_new(runnable);
     #[cfg(feature = "tracing")]
     tracing::trace!(target: "async_rayon", task = id.as_u64(), "task spawned");
-    TaskHandle::new(id, task)
+    TaskHandle::new(task)
 }
 #[cfg(test)]
 mod tests {
@@ -282,6 +282,8 @@ mod tests {
     fn a_trivial_task_stays_small() {
         type Trivial = std::future::Ready<usize>;
         assert!(std::mem::size_of::<super::TaskMeta>() <= 32);
+        // A handle is kept per live task by most callers (tokio's JoinHandle: 8 bytes).
+        assert!(std::mem::size_of::<super::TaskHandle<u64>>() <= 16);
         assert!(
             std::mem::size_of::<super::TaskFuture<'static, super::Guarded<'static, Trivial>>>()
                 <= 88
