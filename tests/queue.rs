@@ -720,3 +720,61 @@ async fn a_job_whose_lease_is_taken_is_cancelled_locally() {
     })
     .await;
 }
+
+/// The consumer group vanishes mid-run (a server that lost its data, here `XGROUP DESTROY`):
+/// the worker recreates it on `NOGROUP` and finishes every job still in the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_lost_consumer_group_is_recreated() {
+    within(60, "NOGROUP", async {
+        let server = RedisServer::start();
+        let cfg = fast_cfg(&server, "nogroup").concurrency(8);
+        let producer = Producer::connect(&cfg).await.expect("producer");
+        producer
+            .enqueue_many((0..400u32).map(|i| i.to_le_bytes()))
+            .await
+            .expect("enqueue");
+        let pool = ThreadPoolInner::new(2, Some(100));
+        let scope = pool.scope();
+        let tally = Tally::default();
+        let t = tally.clone();
+        let worker = Worker::connect(cfg.clone()).await.expect("worker");
+        let never = CancellationToken::new();
+        let run = worker.run_until(
+            &scope,
+            move |job: Job| {
+                let t = t.clone();
+                async move {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    t.done(&job);
+                    Ok::<(), JobError<String>>(())
+                }
+            },
+            stop_when(&tally, 400, &never),
+            Duration::from_secs(5),
+        );
+        let destroy = async {
+            while tally.distinct() < 100 {
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+            let client = redis::Client::open(server.url()).expect("client");
+            let mut con = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connection");
+            let destroyed: i64 = redis::cmd("XGROUP")
+                .arg("DESTROY")
+                .arg(cfg.jobs_key())
+                .arg("workers")
+                .query_async(&mut con)
+                .await
+                .expect("XGROUP DESTROY");
+            assert_eq!(destroyed, 1);
+        };
+        let (report, ()) = tokio::join!(run, destroy);
+        report.expect("run");
+        assert_eq!(tally.distinct(), 400);
+        let stats = producer.stats().await.expect("stats");
+        assert_eq!((stats.backlog, stats.pending), (0, 0), "{stats:?}");
+    })
+    .await;
+}
