@@ -285,6 +285,7 @@ impl<T> fmt::Debug for CancelOnDrop<T> {
 impl<T> Future for TaskHandle<T> {
     type Output = Result<T, TaskError>;
 
+    #[inline]
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = &mut *self;
         match &mut this.state {
