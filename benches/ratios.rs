@@ -13,12 +13,22 @@
 //!
 //! `ROUNDS=<n>` sets the number of rounds (default 7); `ONLY=<name>,<name>` runs only the
 //! groups named (for A/B runs of one row).
+//!
+//! The `priority` group times a backlog of Low tasks alone (`low_only`) and with a paced
+//! stream of High tasks spawned beside it (`low_with_high`): their ratio is the Low
+//! throughput drop. It also prints the High tasks' queue wait (spawn to first poll) over
+//! all rounds:
+//!
+//! ```text
+//! ratios_priority high_wait_p50_ns=<ns> high_wait_p99_ns=<ns> samples=<n>
+//! ```
 
 mod common;
 
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use async_rayon::{Scope, ThreadPoolInner};
+use async_rayon::{Priority, Scope, ThreadPoolInner};
 
 const N: usize = 1_000_000;
 const BOUND: usize = 10_000;
@@ -56,6 +66,52 @@ fn group(name: &str, rounds: usize, mut systems: Vec<System<'_>>) {
             "ratios {name} {system} median_ns={} rounds={rounds}",
             median.as_nanos()
         );
+    }
+}
+
+/// Low tasks in the `priority` group's backlog, and fixed work steps of each (about 40 µs).
+const LOW_TASKS: usize = 2_000;
+const LOW_WORK: u64 = 25_000;
+/// High tasks spawned beside the backlog, one every `HIGH_EVERY`.
+const HIGH_TASKS: usize = 100;
+const HIGH_EVERY: Duration = Duration::from_micros(200);
+
+/// One run of the `priority` group: queues the Low backlog, then paces `HIGH_TASKS` turns of
+/// `HIGH_EVERY` (spawning a High task in each when `waits` is given, recording its queue
+/// wait there), and returns once the backlog is done.
+fn low_backlog(
+    pool: &ThreadPoolInner,
+    low: &Scope,
+    high: &Scope,
+    waits: Option<&Mutex<Vec<Duration>>>,
+) {
+    let backlog: Vec<_> = (0..LOW_TASKS as u64)
+        .map(|i| {
+            low.spawn_with_handle(async move { (0..LOW_WORK).fold(i, |a, k| common::work(a ^ k)) })
+        })
+        .collect();
+    let mut highs = Vec::with_capacity(HIGH_TASKS);
+    let mut next = Instant::now();
+    for _ in 0..HIGH_TASKS {
+        next += HIGH_EVERY;
+        if waits.is_some() {
+            let spawned = Instant::now();
+            highs.push(high.spawn_with_handle(async move { spawned.elapsed() }));
+        }
+        while Instant::now() < next {
+            std::hint::spin_loop();
+        }
+    }
+    let (done, highs) = pool.block_on(async {
+        (
+            low.join_handles(backlog).await,
+            high.join_handles(highs).await,
+        )
+    });
+    assert!(done.iter().all(Result::is_ok), "a Low task failed");
+    if let Some(waits) = waits {
+        let mut waits = waits.lock().expect("waits");
+        waits.extend(highs.into_iter().map(|r| r.expect("a High task failed")));
     }
 }
 
@@ -151,6 +207,39 @@ fn main() {
         ],
     );
     drop((one_scope, two_scope, one, two));
+
+    let pool = ThreadPoolInner::new(2, None);
+    let (low, high) = (
+        pool.scope_with_priority(Priority::Low),
+        pool.scope_with_priority(Priority::High),
+    );
+    let waits = Mutex::new(Vec::new());
+    group(
+        "priority",
+        rounds * 2,
+        vec![
+            (
+                "low_only",
+                Box::new(|| low_backlog(&pool, &low, &high, None)),
+            ),
+            (
+                "low_with_high",
+                Box::new(|| low_backlog(&pool, &low, &high, Some(&waits))),
+            ),
+        ],
+    );
+    let mut waits = waits.into_inner().expect("waits");
+    if !waits.is_empty() {
+        waits.sort();
+        let at = |q: f64| waits[((waits.len() as f64 * q).ceil() as usize).max(1) - 1];
+        println!(
+            "ratios_priority high_wait_p50_ns={} high_wait_p99_ns={} samples={}",
+            at(0.5).as_nanos(),
+            at(0.99).as_nanos(),
+            waits.len()
+        );
+    }
+    drop((low, high, pool));
 
     let data: Vec<u64> = (0..N as u64).collect();
     let rp = rayon::ThreadPoolBuilder::new()

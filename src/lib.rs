@@ -91,6 +91,7 @@ pub use metrics::{LatencySummary, PoolMetrics};
 pub use monitor::{LATENCY_BUCKETS_SECONDS, MonitorHandle};
 pub use pool::ThreadPoolInner;
 pub use retry::{RetryFuture, RetryPolicy, with_retry};
+pub use scheduler::Priority;
 pub use scope::{
     BatchOptions, Collect, Ordered, ProcessStream, Scope, SpawnPermit, SupervisedFailure,
     SupervisorExit, SupervisorHandle, SupervisorPolicy, TaskSet,

@@ -251,6 +251,73 @@ fn loom_park_vs_push_no_lost_wakeup() {
     });
 }
 
+/// The same race with the priority lanes: a High task pushed to its lane's queue and a
+/// Normal one to the injector, each by its own thread with the notify of
+/// `Scheduler::push_global`, while the worker picks High then Normal and, parking as the
+/// last searcher, re-checks both queues (`Scheduler::has_work`). Both tasks are taken.
+/// Without the lane queue in the re-check, loom finds the worker asleep with the High task
+/// queued.
+#[test]
+fn loom_lane_push_vs_park_no_lost_wakeup() {
+    loom::model(|| {
+        let idle = Arc::new(Idle::new(1));
+        let new_queue = || {
+            Arc::new(LockFreeQueue {
+                items: AtomicUsize::new(0),
+            })
+        };
+        let (high, normal) = (new_queue(), new_queue());
+        let parker = Arc::new(Parker {
+            token: Mutex::new(false),
+            cv: Condvar::new(),
+        });
+        let pushers: Vec<_> = [high.clone(), normal.clone()]
+            .into_iter()
+            .map(|q| {
+                let (i, p) = (idle.clone(), parker.clone());
+                thread::spawn(move || {
+                    q.push();
+                    fence(SeqCst);
+                    if i.worker_to_notify().is_some() {
+                        p.unpark();
+                    }
+                })
+            })
+            .collect();
+        let mut searching = false;
+        let mut taken = 0;
+        while taken < 2 {
+            if high.pop() || normal.pop() {
+                taken += 1;
+                if searching {
+                    searching = false;
+                    if idle.transition_worker_from_searching() {
+                        let _ = idle.worker_to_notify();
+                    }
+                }
+                continue;
+            }
+            if !searching {
+                searching = idle.transition_worker_to_searching();
+                if searching {
+                    continue;
+                }
+            }
+            let last = idle.transition_worker_to_parked(0, searching);
+            fence(SeqCst);
+            let has_work = !normal.is_empty() || !high.is_empty();
+            if last && has_work && idle.worker_to_notify().is_some() {
+                parker.unpark();
+            }
+            parker.park();
+            searching = true;
+        }
+        for p in pushers {
+            p.join().expect("pusher");
+        }
+    });
+}
+
 /// Cancel racing a task's first suspension, on the real handshake type
 /// (`task::cancel::CancelState`, what `TaskHandle::cancel` and `TaskFuture`'s first `Pending`
 /// run): the canceller sets the flag then cancels the token if it exists; the task creates

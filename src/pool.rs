@@ -163,6 +163,23 @@ impl ThreadPoolInner {
         crate::Scope::new(self.clone())
     }
 
+    /// A new [`Scope`](crate::Scope) whose tasks (and its children's) are queued in lane
+    /// `priority`: workers take `High` tasks before `Normal` ones and those before `Low` ones,
+    /// but give the lanes behind a fixed share of their picks so none starves
+    /// ([`Priority`](crate::Priority)). `scope()` is `scope_with_priority(Priority::Normal)`.
+    ///
+    /// ```
+    /// use async_rayon::{Priority, ThreadPoolInner};
+    ///
+    /// let pool = ThreadPoolInner::new(2, None);
+    /// let health_checks = pool.scope_with_priority(Priority::High);
+    /// assert_eq!(health_checks.priority(), Priority::High);
+    /// assert_eq!(pool.block_on(health_checks.spawn_with_handle(async { "ok" })), Ok("ok"));
+    /// ```
+    pub fn scope_with_priority(self: &Arc<Self>, priority: crate::Priority) -> crate::Scope {
+        crate::Scope::in_lane(self.clone(), priority)
+    }
+
     /// The pool's name (the builder's `name`, default `async_rayon`).
     pub fn name(&self) -> &str {
         &self.name

@@ -7,16 +7,24 @@
 //! Queues: each worker has a crossbeam-deque `Worker` (FIFO) that only it pushes to; there is
 //! one global `Injector` for tasks scheduled from outside the pool. A task woken on one of
 //! the pool's own workers goes to that worker's deque; any other wake or spawn goes to the
-//! injector.
+//! injector. That is the path of `Normal` tasks. A `High` or `Low` task (its scope's
+//! [`Priority`]) goes to its lane's own global `Injector`, wherever it is spawned or woken;
+//! workers pick from the lanes in the order given in `worker.rs` (and `README.md`).
 
 pub(crate) mod idle;
+mod priority;
 mod queue;
 pub(crate) mod reclaim;
 mod worker;
 
-use std::sync::atomic::{AtomicBool, Ordering::SeqCst, fence};
+use std::sync::atomic::{
+    AtomicBool, AtomicUsize,
+    Ordering::{Relaxed, SeqCst},
+    fence,
+};
 use std::time::Duration;
 
+use crossbeam_utils::CachePadded;
 use crossbeam_utils::sync::{Parker, Unparker};
 use parking_lot::{Condvar, Mutex};
 use queue::{Injector, Steal, Stealer, Worker};
@@ -24,6 +32,8 @@ use queue::{Injector, Steal, Stealer, Worker};
 use crate::task::Runnable;
 use idle::Idle;
 use reclaim::Reclaim;
+
+pub use priority::Priority;
 
 pub(crate) use worker::{
     count_retry_on_current_worker, current_worker_index, run_worker, schedule,
@@ -37,6 +47,15 @@ pub(crate) struct WorkerParts {
 
 pub(crate) struct Scheduler {
     injector: Injector<Runnable>,
+    /// The `High` lane: every runnable of a `High` scope, one at a time to whoever picks.
+    high: Injector<Runnable>,
+    /// The `Low` lane, likewise.
+    low: Injector<Runnable>,
+    /// At least the number of runnables in `high` and `low` (raised before a push, lowered
+    /// after a pop). Zero lets a worker's pick skip both lanes with one load of a line that
+    /// only lane traffic writes: the Normal path's whole cost of the lanes. A hint, never
+    /// the wake-up protocol's evidence: a parking searcher reads the queues themselves.
+    lanes_queued: CachePadded<AtomicUsize>,
     stealers: Box<[Stealer<Runnable>]>,
     unparkers: Box<[Unparker]>,
     idle: Idle,
@@ -64,6 +83,9 @@ impl Scheduler {
         }
         let sched = Scheduler {
             injector: Injector::new(),
+            high: Injector::new(),
+            low: Injector::new(),
+            lanes_queued: CachePadded::new(AtomicUsize::new(0)),
             stealers: stealers.into(),
             unparkers: unparkers.into(),
             idle: Idle::new(num_workers),
@@ -76,18 +98,66 @@ impl Scheduler {
         (sched, parts)
     }
 
-    /// Schedules a freshly spawned task: onto the current worker's deque if the spawner is a
-    /// worker of this pool, else onto the injector.
+    /// Schedules a freshly spawned task of a scope of lane `lane`: a `Normal` one onto the
+    /// current worker's deque if the spawner is a worker of this pool, else onto the
+    /// injector; a `High` or `Low` one onto its lane.
     /// The caller holds `pool` (through the scope), which keeps it alive during the push.
-    pub(crate) fn schedule_new(&self, runnable: Runnable) {
-        if let Some(runnable) = worker::try_push_local(runnable) {
+    #[inline]
+    pub(crate) fn schedule_new(&self, runnable: Runnable, lane: Priority) {
+        if lane != Priority::Normal {
+            self.push_lane(runnable, lane);
+        } else if let Some(runnable) = worker::try_push_local(runnable) {
             self.push_remote(runnable);
         }
     }
 
     /// Pushes onto the injector and wakes a worker if none is searching.
+    #[inline]
     fn push_remote(&self, runnable: Runnable) {
-        self.injector.push(runnable);
+        self.push_global(&self.injector, runnable);
+    }
+
+    /// Pushes onto the queue of lane `lane` (`High` or `Low`) and wakes a worker if none is
+    /// searching: the same protocol as an injector push. The caller holds the pool.
+    #[cold]
+    fn push_lane(&self, runnable: Runnable, lane: Priority) {
+        let queue = if lane == Priority::High {
+            &self.high
+        } else {
+            &self.low
+        };
+        self.lanes_queued.fetch_add(1, Relaxed);
+        self.push_global(queue, runnable);
+    }
+
+    /// Could a lane queue hold a task? False only when both are empty (or a push is just
+    /// starting): a worker's pick then goes straight to the Normal lane.
+    #[inline]
+    fn lanes_may_have_work(&self) -> bool {
+        self.lanes_queued.load(Relaxed) != 0
+    }
+
+    /// One task from the lane queue `queue` (`high` or `low`). The emptiness check comes
+    /// first: crossbeam's `steal` on an empty injector also pays a `SeqCst` fence.
+    fn pop_lane(&self, queue: &Injector<Runnable>) -> Option<Runnable> {
+        while !queue.is_empty() {
+            match queue.steal() {
+                Steal::Success(r) => {
+                    self.lanes_queued.fetch_sub(1, Relaxed);
+                    return Some(r);
+                }
+                Steal::Retry => continue,
+                Steal::Empty => return None,
+            }
+        }
+        None
+    }
+
+    /// Pushes onto `queue`, one of the global queues (injector or a lane), then notifies:
+    /// push; `fence(SeqCst)`; read the idle state (`README.md`, "Lost wake-up").
+    #[inline(always)]
+    fn push_global(&self, queue: &Injector<Runnable>, runnable: Runnable) {
+        queue.push(runnable);
         if self.terminate.load(SeqCst) {
             // Workers may have drained and exited already: finish the task here. It is
             // cancelled (terminate implies cancel-all or no admitted task), so this drops the
@@ -100,6 +170,7 @@ impl Scheduler {
     }
 
     /// Wakes one parked worker, unless one is already searching (see `idle`).
+    #[inline]
     fn notify_one(&self) {
         if let Some(i) = self.idle.worker_to_notify() {
             self.unparkers[i].unpark();
@@ -108,7 +179,10 @@ impl Scheduler {
 
     /// Is there anything a searching worker could take?
     fn has_work(&self) -> bool {
-        !self.injector.is_empty() || (self.stealing && self.stealers.iter().any(|s| !s.is_empty()))
+        !self.injector.is_empty()
+            || !self.high.is_empty()
+            || !self.low.is_empty()
+            || (self.stealing && self.stealers.iter().any(|s| !s.is_empty()))
     }
 
     fn is_terminated(&self) -> bool {
@@ -155,11 +229,18 @@ impl Scheduler {
         keep
     }
 
-    /// Pops and runs whatever is still queued anywhere, on the calling thread. Used after
-    /// terminate, when every queued task is cancelled and only needs to be finished.
+    /// Pops and runs whatever is still queued anywhere (lane queues included), on the calling
+    /// thread. Used after terminate, when every queued task is cancelled and only needs to be
+    /// finished.
     pub(crate) fn drain_here(&self) {
         loop {
             let mut found = false;
+            for lane in [&self.high, &self.low] {
+                while let Some(r) = self.pop_lane(lane) {
+                    found = true;
+                    drop(Scheduler::run_task(r));
+                }
+            }
             loop {
                 match self.injector.steal() {
                     Steal::Success(r) => {
@@ -210,6 +291,9 @@ impl Scheduler {
 
     /// Runnables waiting in any queue right now (approximate while workers run).
     pub(crate) fn queued(&self) -> usize {
-        self.injector.len() + self.stealers.iter().map(Stealer::len).sum::<usize>()
+        self.injector.len()
+            + self.high.len()
+            + self.low.len()
+            + self.stealers.iter().map(Stealer::len).sum::<usize>()
     }
 }

@@ -1,12 +1,26 @@
 //! The worker loop: find a task, run it, park when there is none.
 //!
-//! Where a worker looks, in order (every [`GLOBAL_QUEUE_INTERVAL`]th turn the injector comes
-//! first, so tasks from outside are not starved by a worker that keeps waking its own):
-//! 1. its own deque;
-//! 2. the injector, taking a batch into its own deque;
-//! 3. as a *searcher* (at most half the workers at once), the injector again, then every
-//!    peer's deque from a random start (skipped when work stealing is off);
-//! 4. nothing found: park (see `idle` and `README.md`).
+//! Where a worker looks, in order:
+//! 1. the lanes, by the pick rule below: the `High` queue, the Normal queues (its own deque,
+//!    then the injector, taking a batch into its own deque; every
+//!    [`GLOBAL_QUEUE_INTERVAL`]th turn the injector comes first, so tasks from outside are not
+//!    starved by a worker that keeps waking its own), the `Low` queue;
+//! 2. as a *searcher* (at most half the workers at once), the `High` queue, the injector,
+//!    every peer's deque from a random start (skipped when work stealing is off), the `Low`
+//!    queue;
+//! 3. nothing found: park (see `idle` and `README.md`).
+//!
+//! **The pick rule.** Pick `k` (the worker's `k`th look for a task, counted from 1) tries
+//! the lanes in this order:
+//! - `k % 8 == 0`: Low, High, Normal ([`LOW_FIRST`]);
+//! - `k % 8 == 4`: Normal, High, Low ([`NORMAL_FIRST`]);
+//! - otherwise: High, Normal, Low.
+//!
+//! So while a lane has tasks it gets at least one pick in eight of every worker, whatever the
+//! others hold, and `High` gets at least six in eight. Lane queues hand out one task per
+//! pick (never a batch into the worker's deque, where it would be run as `Normal`).
+//! While `Scheduler::lanes_queued` says both lane queues are empty, a pick is the Normal
+//! order alone (one load more than before lanes existed).
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::sync::Arc;
@@ -16,12 +30,26 @@ use super::queue::{Steal, Worker};
 use crossbeam_utils::sync::Parker;
 
 use super::reclaim::Batch;
-use super::{Scheduler, WorkerParts};
+use super::{Priority, Scheduler, WorkerParts};
 use crate::registry::Shared;
 use crate::task::Runnable;
 
 /// How many turns between injector-first turns (tokio uses the same figure).
 const GLOBAL_QUEUE_INTERVAL: u32 = 61;
+
+/// The picks `k` with `k % LANE_ROUND == LOW_FIRST` try `Low` first, those with
+/// `k % LANE_ROUND == NORMAL_FIRST` try `Normal` first; the others try `High` first.
+///
+/// Eight: a lane that is never empty gets at least 1/8 of each worker's picks, which
+/// keeps a starved lane moving at an eighth of the pool's rate at worst, while `High`, the
+/// lane meant for latency, gives up only 2 picks in 8 to the others (so a burst of `High`
+/// tasks behind a saturated `Low` lane drains at 3/4 of the pool's rate, not much slower
+/// than alone). A power of two makes the test a mask. Four or fewer would hand `High` 50%
+/// or less under load; sixteen or more would halve the floor of the others for no gain
+/// in `High`'s wait, which a pick at most one task long bounds anyway.
+const LANE_ROUND: u32 = 8;
+const LOW_FIRST: u32 = 0;
+const NORMAL_FIRST: u32 = 4;
 
 /// The state a worker thread keeps in thread-local storage, so a waker firing on this
 /// thread can push to this worker's deque.
@@ -90,7 +118,13 @@ pub(super) fn try_push_local(runnable: Runnable) -> Option<Runnable> {
 
 /// The schedule function of every task: called by async-task when a task is woken.
 pub(crate) fn schedule(runnable: Runnable) {
-    if let Some(runnable) = try_push_local(runnable) {
+    let lane = runnable.metadata().scope.priority();
+    if lane != Priority::Normal {
+        // Its lane's global queue, from a worker or not. Hold the pool while pushing (as
+        // below).
+        let pool = runnable.metadata().pool().clone();
+        pool.sched.push_lane(runnable, lane);
+    } else if let Some(runnable) = try_push_local(runnable) {
         // Off the pool's own workers: hold the pool while pushing, since once the runnable is
         // queued another thread may finish the task and drop what it referenced.
         let pool = runnable.metadata().pool().clone();
@@ -125,10 +159,10 @@ impl WorkerContext {
         let mut tick: u32 = 0;
         loop {
             tick = tick.wrapping_add(1);
-            let mut task = if tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL) {
-                self.pop_injector().or_else(|| self.local.pop())
+            let mut task = if sched.lanes_may_have_work() {
+                self.pick_by_lane(tick)
             } else {
-                self.local.pop().or_else(|| self.pop_injector())
+                self.pop_normal(tick)
             };
             if task.is_none() {
                 if busy {
@@ -172,6 +206,37 @@ impl WorkerContext {
         }
     }
 
+    /// The pick rule (module doc) while a lane queue may hold tasks.
+    #[inline(never)]
+    fn pick_by_lane(&self, tick: u32) -> Option<Runnable> {
+        let sched = &self.pool.sched;
+        match tick % LANE_ROUND {
+            LOW_FIRST => sched
+                .pop_lane(&sched.low)
+                .or_else(|| sched.pop_lane(&sched.high))
+                .or_else(|| self.pop_normal(tick)),
+            NORMAL_FIRST => self
+                .pop_normal(tick)
+                .or_else(|| sched.pop_lane(&sched.high))
+                .or_else(|| sched.pop_lane(&sched.low)),
+            _ => sched
+                .pop_lane(&sched.high)
+                .or_else(|| self.pop_normal(tick))
+                .or_else(|| sched.pop_lane(&sched.low)),
+        }
+    }
+
+    /// The Normal lane: the own deque, then the injector (the other way round every
+    /// [`GLOBAL_QUEUE_INTERVAL`]th turn).
+    #[inline]
+    fn pop_normal(&self, tick: u32) -> Option<Runnable> {
+        if tick.is_multiple_of(GLOBAL_QUEUE_INTERVAL) {
+            self.pop_injector().or_else(|| self.local.pop())
+        } else {
+            self.local.pop().or_else(|| self.pop_injector())
+        }
+    }
+
     fn pop_injector(&self) -> Option<Runnable> {
         loop {
             match self.pool.sched.injector.steal_batch_and_pop(&self.local) {
@@ -187,6 +252,10 @@ impl WorkerContext {
         let n = sched.stealers.len();
         loop {
             let mut retry = false;
+            let lanes = sched.lanes_may_have_work();
+            if lanes && let Some(r) = sched.pop_lane(&sched.high) {
+                return Some(r);
+            }
             match sched.injector.steal_batch_and_pop(&self.local) {
                 Steal::Success(r) => return Some(r),
                 Steal::Retry => retry = true,
@@ -205,6 +274,9 @@ impl WorkerContext {
                         Steal::Empty => {}
                     }
                 }
+            }
+            if lanes && let Some(r) = sched.pop_lane(&sched.low) {
+                return Some(r);
             }
             if !retry {
                 return None;

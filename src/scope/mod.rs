@@ -16,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use crate::error::{SpawnError, TaskError};
 use crate::pool::ThreadPoolInner;
 use crate::registry::Shared;
+use crate::scheduler::Priority;
 use crate::task::{self, TaskHandle};
 
 mod batch;
@@ -46,6 +47,9 @@ pub(crate) struct ScopeShared {
     pub(crate) pool: Arc<Shared>,
     pub(crate) token: CancellationToken,
     cancelled: AtomicBool,
+    /// The lane its tasks are queued in, read (one byte, beside `pool` and `cancelled`) at
+    /// every spawn and wake; fixed for the scope's life, and a child's is its parent's.
+    priority: Priority,
     /// Admitted, unfinished tasks of this scope and of its child scopes, detached ones
     /// included. Padded: it changes at every spawn and every finish, and on a shared cache
     /// line it made each spawn's `Arc` clone of this struct (the header sits just before it)
@@ -63,11 +67,17 @@ pub(crate) struct ScopeShared {
 }
 
 impl ScopeShared {
-    fn new(pool: Arc<Shared>, token: CancellationToken, parent: Option<Arc<ScopeShared>>) -> Self {
+    fn new(
+        pool: Arc<Shared>,
+        token: CancellationToken,
+        priority: Priority,
+        parent: Option<Arc<ScopeShared>>,
+    ) -> Self {
         ScopeShared {
             pool,
             token,
             cancelled: AtomicBool::new(false),
+            priority,
             live: CachePadded::new(AtomicUsize::new(0)),
             waiting: AtomicUsize::new(0),
             idle: Notify::new(),
@@ -86,6 +96,12 @@ impl ScopeShared {
     #[inline]
     pub(crate) fn cancelled_flag(&self) -> &AtomicBool {
         &self.cancelled
+    }
+
+    /// The lane of this scope's tasks.
+    #[inline]
+    pub(crate) fn priority(&self) -> Priority {
+        self.priority
     }
 
     /// True once the scope was closed: it admits no more tasks.
@@ -162,6 +178,7 @@ impl ScopeShared {
         let child = Arc::new(ScopeShared::new(
             self.pool.clone(),
             self.token.child_token(),
+            self.priority,
             Some(self.clone()),
         ));
         {
@@ -251,14 +268,28 @@ pub struct Scope {
 }
 
 impl Scope {
-    /// A new scope on `pool`.
+    /// A new scope on `pool`, in the `Normal` lane ([`Priority`]).
     pub fn new(pool: Arc<ThreadPoolInner>) -> Scope {
+        Scope::in_lane(pool, Priority::Normal)
+    }
+
+    /// A new scope on `pool` whose tasks are queued in lane `priority`.
+    pub(crate) fn in_lane(pool: Arc<ThreadPoolInner>, priority: Priority) -> Scope {
         let shared = Arc::new(ScopeShared::new(
             pool.shared().clone(),
             pool.shared().token.child_token(),
+            priority,
             None,
         ));
         Scope { pool, shared }
+    }
+
+    /// The lane this scope's tasks are queued in: the one given to
+    /// [`ThreadPoolInner::scope_with_priority`], `Normal` for [`Scope::new`], the parent's
+    /// for a [`child`](Self::child) (and so for a [`task_set`](Self::task_set) and the runs
+    /// of [`supervise`](Self::supervise)).
+    pub fn priority(&self) -> Priority {
+        self.shared.priority
     }
 
     /// A scope on `pool` that is also cancelled when `parent` (the application's own
@@ -298,7 +329,8 @@ impl Scope {
         scope
     }
 
-    /// A child scope: a group of its own on the same pool, inside this one. Cancelling or
+    /// A child scope: a group of its own on the same pool, inside this one, in the same
+    /// lane ([`priority`](Self::priority)). Cancelling or
     /// dropping this scope cancels the child's tasks (and its children's, down the tree);
     /// cancelling the child leaves this scope alone. [`wait`](Self::wait) on this scope also
     /// waits for the tasks of its live children, and [`live_tasks`](Self::live_tasks)

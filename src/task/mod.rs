@@ -267,7 +267,7 @@ where
                 crate::scheduler::schedule,
             )
     };
-    scope.pool.sched.schedule_new(runnable);
+    scope.pool.sched.schedule_new(runnable, scope.priority());
     #[cfg(feature = "tracing")]
     tracing::trace!(target: "async_rayon", task = id.as_u64(), "task spawned");
     TaskHandle::new(task)
