@@ -778,3 +778,55 @@ async fn a_lost_consumer_group_is_recreated() {
     })
     .await;
 }
+
+/// Closing the worker's scope ends the run like a stop signal: the jobs admitted before the
+/// close finish and are acked, any read after it are handed back, the rest stay in the
+/// backlog; nothing is lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_scope_ends_the_run() {
+    within(60, "scope closed", async {
+        let server = RedisServer::start();
+        let cfg = fast_cfg(&server, "closed").concurrency(4);
+        let producer = Producer::connect(&cfg).await.expect("producer");
+        producer
+            .enqueue_many((0..200u32).map(|i| i.to_le_bytes()))
+            .await
+            .expect("enqueue");
+        let pool = ThreadPoolInner::new(2, Some(100));
+        let scope = Arc::new(pool.scope());
+        let tally = Tally::default();
+        let (t, s) = (tally.clone(), scope.clone());
+        let worker = Worker::connect(cfg).await.expect("worker");
+        let report = worker
+            .run_until(
+                &scope,
+                move |job: Job| {
+                    let (t, s) = (t.clone(), s.clone());
+                    async move {
+                        tokio::time::sleep(Duration::from_millis(5)).await;
+                        t.done(&job);
+                        if t.distinct() == 20 {
+                            s.close();
+                        }
+                        Ok::<(), JobError<String>>(())
+                    }
+                },
+                std::future::pending::<()>(), // never: only the close ends it
+                Duration::from_secs(2),
+            )
+            .await
+            .expect("run");
+        let done = tally.distinct() as u64;
+        assert!((20..=24).contains(&done), "{done} done");
+        // Jobs read after the close were handed back (pending, idle, for another worker).
+        let stats = producer.stats().await.expect("stats");
+        assert_eq!(stats.pending, report.handed_back, "{stats:?} {report:?}");
+        assert_eq!(report.acked, done, "{report:?}");
+        assert_eq!(
+            stats.backlog + stats.pending + done,
+            200,
+            "{stats:?} {report:?}"
+        );
+    })
+    .await;
+}

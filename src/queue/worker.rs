@@ -162,8 +162,9 @@ impl Worker {
         }
     }
 
-    /// Runs jobs with `handler` on `scope`'s pool until `stop` resolves, then stops as the
-    /// module doc says: no new reads, `grace` for the jobs held, the rest handed back.
+    /// Runs jobs with `handler` on `scope`'s pool until `stop` resolves (or the scope is
+    /// cancelled or closed, or its pool shuts down), then stops as the module doc says: no
+    /// new reads, `grace` for the jobs held, the rest handed back.
     /// Runs on the caller's task (inside a tokio runtime); each job is one pool task on
     /// `scope`, so the pool's admission, `task_timeout`, cancellation and metrics apply to
     /// it. At most `concurrency` jobs are held at once.
@@ -253,6 +254,15 @@ where
         let mut reading: Option<Reading> = None;
         let mut read_backoff = Duration::ZERO;
         loop {
+            // A scope that can run no more jobs (cancelled, closed, its pool shutting down)
+            // ends the run like the stop signal, rather than reading jobs only to hand them
+            // back.
+            if self.scope.is_cancelled()
+                || self.scope.is_closed()
+                || self.scope.pool().is_shutdown()
+            {
+                break;
+            }
             if reading.is_none() && self.free() > 0 {
                 reading = Some(self.start_read(self.free(), read_backoff));
             }
