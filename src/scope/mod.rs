@@ -293,8 +293,10 @@ impl Scope {
     }
 
     /// A scope on `pool` that is also cancelled when `parent` (the application's own
-    /// shutdown token, say) is cancelled, as if [`cancel`](Self::cancel) were called. The
-    /// pool's own cancellation (shutdown past its deadline) reaches it too.
+    /// shutdown token, say) is cancelled, as if [`cancel`](Self::cancel) were called. A small
+    /// task on the pool's tokio runtime watches `parent` (it ends when either token is
+    /// cancelled), so the cancel arrives as soon as that runtime runs it. The pool's own
+    /// cancellation (shutdown past its deadline) reaches the scope too.
     ///
     /// ```
     /// use async_rayon::{CancellationToken, Scope, TaskError, ThreadPoolInner};
