@@ -69,11 +69,12 @@ fn group(name: &str, rounds: usize, mut systems: Vec<System<'_>>) {
     }
 }
 
-/// Low tasks in the `priority` group's backlog, and fixed work steps of each (about 40 µs).
-const LOW_TASKS: usize = 2_000;
-const LOW_WORK: u64 = 25_000;
+/// Low tasks in the `priority` group's backlog, and fixed work steps of each (about 50 µs on
+/// the 2-core machine of BENCHMARKS.md: 25 000 steps took about 40 µs).
+const LOW_TASKS: usize = 200_000;
+const LOW_WORK: u64 = 31_000;
 /// High tasks spawned beside the backlog, one every `HIGH_EVERY`.
-const HIGH_TASKS: usize = 100;
+const HIGH_TASKS: usize = 200;
 const HIGH_EVERY: Duration = Duration::from_micros(200);
 
 /// One run of the `priority` group: queues the Low backlog, then paces `HIGH_TASKS` turns of
