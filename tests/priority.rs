@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_rayon::{Priority, Scope, TaskError, ThreadPoolInner};
-use common::{best_of, eventually, iters_for, pool, spin_iters, within};
+use common::{best_of, eventually, iters_for, occupy_the_worker, pool, spin_iters, within};
 
 /// Tests in this file that load the CPU hold this lock, so they do not compete for the
 /// machine's two cores with each other.
@@ -194,21 +194,6 @@ fn a_busy_high_lane_does_not_starve_low_or_normal() {
         high_by_low <= 1_200 && high_by_normal <= 1_200,
         "a lane got less than its share: {high_by_low} / {high_by_normal} High runs"
     );
-}
-
-/// Spawns one Normal task that blocks the pool's only worker until the returned sender is
-/// dropped or sent to; returns once it runs.
-fn occupy_the_worker(scope: &Scope) -> std::sync::mpsc::Sender<()> {
-    let (release, wait) = std::sync::mpsc::channel::<()>();
-    let (started_tx, started) = std::sync::mpsc::channel::<()>();
-    drop(scope.spawn_with_handle(async move {
-        let _ = started_tx.send(());
-        let _ = wait.recv();
-    }));
-    started
-        .recv_timeout(Duration::from_secs(5))
-        .expect("the blocking task started");
-    release
 }
 
 type Order = Arc<Mutex<Vec<&'static str>>>;

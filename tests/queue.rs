@@ -32,6 +32,25 @@ impl Tally {
     fn distinct(&self) -> usize {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
+    /// A job handler that waits `work`, then records the job as done.
+    fn recorder(
+        &self,
+        work: Duration,
+    ) -> impl Fn(Job) -> futures::future::BoxFuture<'static, Result<(), JobError<String>>>
+    + Send
+    + Sync
+    + 'static {
+        let tally = self.clone();
+        move |job: Job| {
+            let tally = tally.clone();
+            Box::pin(async move {
+                tokio::time::sleep(work).await;
+                tally.done(&job);
+                Ok(())
+            })
+        }
+    }
+
     fn max_count(&self) -> usize {
         self.0
             .lock()
@@ -429,26 +448,16 @@ async fn a_server_restart_mid_run_loses_nothing() {
         let pool = ThreadPoolInner::new(2, Some(1_000));
         let scope = pool.scope();
         let tally = Tally::default();
-        let t = tally.clone();
         let worker = Worker::connect(cfg).await.expect("worker");
         let never = CancellationToken::new();
         let run = worker.run_until(
             &scope,
-            move |job: Job| {
-                let t = t.clone();
-                async move {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    t.done(&job);
-                    Ok::<(), JobError<String>>(())
-                }
-            },
+            tally.recorder(Duration::from_millis(2)),
             stop_when(&tally, 2_000, &never),
             Duration::from_secs(5),
         );
         let restart = async {
-            while tally.distinct() < 300 {
-                tokio::time::sleep(Duration::from_millis(5)).await;
-            }
+            stop_when(&tally, 300, &never).await;
             let restarting = tokio::task::spawn_blocking(move || {
                 server.restart();
                 server
@@ -736,26 +745,16 @@ async fn a_lost_consumer_group_is_recreated() {
         let pool = ThreadPoolInner::new(2, Some(100));
         let scope = pool.scope();
         let tally = Tally::default();
-        let t = tally.clone();
         let worker = Worker::connect(cfg.clone()).await.expect("worker");
         let never = CancellationToken::new();
         let run = worker.run_until(
             &scope,
-            move |job: Job| {
-                let t = t.clone();
-                async move {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                    t.done(&job);
-                    Ok::<(), JobError<String>>(())
-                }
-            },
+            tally.recorder(Duration::from_millis(2)),
             stop_when(&tally, 400, &never),
             Duration::from_secs(5),
         );
         let destroy = async {
-            while tally.distinct() < 100 {
-                tokio::time::sleep(Duration::from_millis(2)).await;
-            }
+            stop_when(&tally, 100, &never).await;
             let client = redis::Client::open(server.url()).expect("client");
             let mut con = client
                 .get_multiplexed_async_connection()

@@ -380,8 +380,7 @@ where
             let _ = self.w.ensure_group().await;
             return Duration::ZERO;
         }
-        self.report.reconnects += 1;
-        self.count("reconnects", 1);
+        self.note(Event::Reconnect, 1);
         // The connection may come back as a new client.
         let mut reader = self.w.reader.clone();
         self.reader_id = client_id(&mut reader).await;
@@ -392,8 +391,7 @@ where
     fn took(&mut self, reply: Option<StreamReadReply>, hand_back: bool) {
         let Some(reply) = reply else { return };
         for entry in reply.keys.into_iter().flat_map(|k| k.ids) {
-            self.report.fetched += 1;
-            self.count("fetched", 1);
+            self.note(Event::Fetched, 1);
             let id = JobId(entry.id.clone());
             let payload = Arc::new(payload_of(&entry));
             self.hold(id.clone(), payload, 1);
@@ -510,18 +508,16 @@ where
             Ok(1) => {
                 held.deliveries = deliveries;
                 held.cancel = CancellationToken::new();
-                self.report.retried += 1;
-                self.count("retried", 1);
+                self.note(Event::Retried, 1);
                 self.start(id);
             }
             Ok(_) => {
                 self.held.remove(&id);
-                self.report.lease_lost += 1;
-                self.count("lease_lost", 1);
+                self.note(Event::LeaseLost, 1);
             }
             Err(_) => {
                 // Connection trouble: try again shortly.
-                self.report.reconnects += 1;
+                self.note(Event::Reconnect, 1);
                 self.waiting.push(Box::pin(async move {
                     tokio::time::sleep(Duration::from_millis(200)).await;
                     id
@@ -550,8 +546,7 @@ where
             .invoke_async(&mut con)
             .await;
         if let Ok(1) = moved {
-            self.report.dead_lettered += 1;
-            self.count("dead_lettered", 1);
+            self.note(Event::DeadLettered, 1);
         }
         // Not moved (lease lost, or the connection failed): it stays pending and another
         // pass or consumer decides again; nothing is lost.
@@ -577,8 +572,7 @@ where
             .invoke_async(&mut con)
             .await;
         if let Ok(1) = done {
-            self.report.handed_back += 1;
-            self.count("handed_back", 1);
+            self.note(Event::HandedBack, 1);
         }
     }
 
@@ -599,12 +593,11 @@ where
                 for id in lost {
                     if let Some(held) = self.held.remove(&JobId(id)) {
                         held.cancel.cancel();
-                        self.report.lease_lost += 1;
-                        self.count("lease_lost", 1);
+                        self.note(Event::LeaseLost, 1);
                     }
                 }
             }
-            Err(_) => self.report.reconnects += 1,
+            Err(_) => self.note(Event::Reconnect, 1),
         }
     }
 
@@ -634,7 +627,7 @@ where
                 return;
             }
             Err(_) => {
-                self.report.reconnects += 1;
+                self.note(Event::Reconnect, 1);
                 return;
             }
         };
@@ -661,8 +654,7 @@ where
                 .and_then(|c| c.ids.first())
                 .map_or(1, |p| p.times_delivered as u32);
             let id = JobId(entry.id.clone());
-            self.report.claimed += 1;
-            self.count("claimed", 1);
+            self.note(Event::Claimed, 1);
             self.hold(id.clone(), Arc::new(payload_of(entry)), deliveries);
             if deliveries > cfg.max_deliveries {
                 let error =
@@ -692,29 +684,61 @@ where
         match result {
             Ok(_) => {
                 let n = self.acks.len() as u64;
-                self.report.acked += n;
-                self.count("acked", n);
+                self.note(Event::Acked, n);
                 self.acks.clear();
             }
-            Err(_) => self.report.reconnects += 1,
+            Err(_) => self.note(Event::Reconnect, 1),
         }
     }
 
-    /// Counts `n` events of `what` through the `metrics` facade (label `queue`).
-    fn count(&self, what: &'static str, n: u64) {
-        let name = match what {
-            "fetched" => "async_rayon_queue_fetched_total",
-            "acked" => "async_rayon_queue_acked_total",
-            "retried" => "async_rayon_queue_retried_total",
-            "dead_lettered" => "async_rayon_queue_dead_lettered_total",
-            "claimed" => "async_rayon_queue_claimed_total",
-            "lease_lost" => "async_rayon_queue_lease_lost_total",
-            "handed_back" => "async_rayon_queue_handed_back_total",
-            _ => "async_rayon_queue_reconnects_total",
-        };
-        metrics::counter!(name, "queue" => self.w.cfg.name.clone()).increment(n);
-        metrics::gauge!("async_rayon_queue_held", "queue" => self.w.cfg.name.clone())
-            .set(self.held.len() as f64);
+    /// Counts `n` events of one kind: in the run's report and through the `metrics` facade
+    /// (label `queue`), with the held gauge beside them.
+    fn note(&mut self, event: Event, n: u64) {
+        *event.field(&mut self.report) += n;
+        let queue = self.w.cfg.name.clone();
+        metrics::counter!(event.metric(), "queue" => queue.clone()).increment(n);
+        metrics::gauge!("async_rayon_queue_held", "queue" => queue).set(self.held.len() as f64);
+    }
+}
+
+/// What a run counts, each in its report field and its exported counter.
+#[derive(Clone, Copy)]
+enum Event {
+    Fetched,
+    Acked,
+    Retried,
+    DeadLettered,
+    Claimed,
+    LeaseLost,
+    HandedBack,
+    Reconnect,
+}
+
+impl Event {
+    fn field(self, report: &mut WorkerReport) -> &mut u64 {
+        match self {
+            Event::Fetched => &mut report.fetched,
+            Event::Acked => &mut report.acked,
+            Event::Retried => &mut report.retried,
+            Event::DeadLettered => &mut report.dead_lettered,
+            Event::Claimed => &mut report.claimed,
+            Event::LeaseLost => &mut report.lease_lost,
+            Event::HandedBack => &mut report.handed_back,
+            Event::Reconnect => &mut report.reconnects,
+        }
+    }
+
+    fn metric(self) -> &'static str {
+        match self {
+            Event::Fetched => "async_rayon_queue_fetched_total",
+            Event::Acked => "async_rayon_queue_acked_total",
+            Event::Retried => "async_rayon_queue_retried_total",
+            Event::DeadLettered => "async_rayon_queue_dead_lettered_total",
+            Event::Claimed => "async_rayon_queue_claimed_total",
+            Event::LeaseLost => "async_rayon_queue_lease_lost_total",
+            Event::HandedBack => "async_rayon_queue_handed_back_total",
+            Event::Reconnect => "async_rayon_queue_reconnects_total",
+        }
     }
 }
 

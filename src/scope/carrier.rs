@@ -219,10 +219,7 @@ impl<T, F, Fut: Future> BatchBody<'_, T, F, Fut> {
         if want == 0 {
             return false;
         }
-        if self.meta.scope.is_closed() {
-            return false;
-        }
-        let Ok(got) = pool.admission.try_acquire_up_to(want) else {
+        let Ok(got) = self.meta.scope.try_admit_up_to(want) else {
             return false;
         };
         let Some((chunk, range)) = take_admitted(pool, feed, got) else {

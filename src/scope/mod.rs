@@ -206,17 +206,34 @@ impl ScopeShared {
         self.pool.admission.try_acquire()
     }
 
+    /// Admits up to `n` tasks (at least one) if the pool has room now, without waiting, unless
+    /// the scope is closed. For a batch that refills itself.
+    #[inline]
+    pub(crate) fn try_admit_up_to(&self, n: usize) -> Result<usize, SpawnError> {
+        if self.is_closed() {
+            return Err(SpawnError::Closed);
+        }
+        self.pool.admission.try_acquire_up_to(n)
+    }
+
+    /// Keeps `got` slots just granted after a wait, or gives them back and refuses if the
+    /// scope was closed while it waited. Every admission that waits ends here, so a close
+    /// is never outrun by a grant that was already under way.
+    pub(crate) fn keep_granted(&self, got: usize) -> Result<usize, SpawnError> {
+        if self.is_closed() {
+            self.pool.admission.release_many(got);
+            return Err(SpawnError::Closed);
+        }
+        Ok(got)
+    }
+
     /// Waits for room for one task and admits it, unless the scope is or becomes closed.
     pub(crate) async fn admit_one(&self) -> Result<(), SpawnError> {
         if self.is_closed() {
             return Err(SpawnError::Closed);
         }
         self.pool.admission.acquire().await?;
-        if self.is_closed() {
-            self.pool.admission.release();
-            return Err(SpawnError::Closed);
-        }
-        Ok(())
+        self.keep_granted(1).map(drop)
     }
 
     /// Waits for room for up to `n` tasks (at least one) and admits them, unless the scope
@@ -226,11 +243,7 @@ impl ScopeShared {
             return Err(SpawnError::Closed);
         }
         let got = self.pool.admission.acquire_up_to(n).await?;
-        if self.is_closed() {
-            self.pool.admission.release_many(got);
-            return Err(SpawnError::Closed);
-        }
-        Ok(got)
+        self.keep_granted(got)
     }
 }
 

@@ -236,11 +236,11 @@ where
                     .acquire
                     .get_or_insert_with(|| Acquire::new(pool.clone()));
                 match Pin::new(acquire).poll(cx) {
-                    Poll::Ready(Ok(_one)) if self.scope.is_closed() => {
-                        pool.admission.release();
-                        self.refused = Some(TaskError::Closed);
+                    Poll::Ready(Ok(one)) => {
+                        if let Err(e) = self.scope.keep_granted(one) {
+                            self.refused = Some(e.into());
+                        }
                     }
-                    Poll::Ready(Ok(_one)) => {}
                     Poll::Ready(Err(e)) => self.refused = Some(e.into()),
                     Poll::Pending => return,
                 }

@@ -513,3 +513,18 @@ impl Drop for Counted {
 
 #[cfg(feature = "redis")]
 pub mod redis;
+
+/// Spawns a task on `scope` that blocks the pool's only worker until the returned sender is
+/// dropped or sent to; returns once it runs (so tasks spawned after it stay queued).
+pub fn occupy_the_worker(scope: &async_rayon::Scope) -> std::sync::mpsc::Sender<()> {
+    let (release, wait) = std::sync::mpsc::channel::<()>();
+    let (started_tx, started) = std::sync::mpsc::channel::<()>();
+    drop(scope.spawn_with_handle(async move {
+        let _ = started_tx.send(());
+        let _ = wait.recv();
+    }));
+    started
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the blocking task started");
+    release
+}
