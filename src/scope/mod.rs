@@ -219,6 +219,7 @@ impl ScopeShared {
     /// Keeps `got` slots just granted after a wait, or gives them back and refuses if the
     /// scope was closed while it waited. Every admission that waits ends here, so a close
     /// is never outrun by a grant that was already under way.
+    #[inline]
     pub(crate) fn keep_granted(&self, got: usize) -> Result<usize, SpawnError> {
         if self.is_closed() {
             self.pool.admission.release_many(got);
