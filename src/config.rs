@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::ConfigError;
 use crate::pool::ThreadPoolInner;
+use crate::scheduler::MAX_WORKERS;
 
 /// The four settings that shape a pool. Build a pool from it with
 /// [`ThreadPoolInner::with_config`] or [`ThreadPoolInner::try_with_config`]; use
@@ -144,7 +145,14 @@ pub struct PoolBuilder {
     pub(crate) on_thread_stop: Option<ThreadHook>,
     pub(crate) runtime: Option<tokio::runtime::Handle>,
     pub(crate) panic_handler: Option<PanicHandler>,
+    max_threads: Option<usize>,
+    autoscale_range: Option<(usize, usize)>,
+    autoscale_windows: (Duration, Duration),
 }
+
+/// The worker slots a pool has when [`PoolBuilder::max_threads`] is not set, unless
+/// `num_threads` or the autoscale `max` is larger.
+pub const DEFAULT_MAX_THREADS: usize = 64;
 
 /// The pool name used when none is given; also the metrics label.
 pub(crate) const DEFAULT_NAME: &str = "async_rayon";
@@ -160,6 +168,12 @@ impl PoolBuilder {
             on_thread_stop: None,
             runtime: None,
             panic_handler: None,
+            max_threads: None,
+            autoscale_range: None,
+            autoscale_windows: (
+                crate::sizing::DEFAULT_GROW_AFTER,
+                crate::sizing::DEFAULT_SHRINK_AFTER,
+            ),
         }
     }
 
@@ -293,6 +307,127 @@ impl PoolBuilder {
         self
     }
 
+    /// The most worker threads the pool can have at once, and so the largest size
+    /// [`ThreadPoolInner::resize`] accepts. Default: the largest of `num_threads`, the
+    /// autoscale `max` and [`DEFAULT_MAX_THREADS`]. Each slot costs a few kilobytes (a
+    /// deque and a row of counters) whether or not a thread runs in it.
+    ///
+    /// ```
+    /// use async_rayon::{ConfigError, ThreadPoolInner};
+    ///
+    /// let pool = ThreadPoolInner::builder().num_threads(2).max_threads(4).build().unwrap();
+    /// pool.resize(4).expect("within max_threads");
+    /// assert!(matches!(pool.resize(5), Err(ConfigError::ResizeOutOfRange { max: 4, .. })));
+    /// # pool.block_on(pool.shutdown());
+    /// ```
+    pub fn max_threads(mut self, n: usize) -> Self {
+        self.max_threads = Some(n);
+        self
+    }
+
+    /// Lets the pool size itself between `min` and `max` threads. It starts with
+    /// `num_threads` clamped to that range, then:
+    /// - grows by one thread when tasks have waited in the queues with no worker idle for a
+    ///   whole `grow_after` window (default 100 ms), repeatedly while that lasts, up to `max`;
+    /// - shrinks when some workers have sat idle for a whole `shrink_after` window (default
+    ///   10 s), by the fewest idle during it, down to `min`.
+    ///
+    /// The windows are set with [`autoscale_windows`](Self::autoscale_windows). A thread of
+    /// the pool's (`{prefix}-autoscale`) samples it four times per shorter window. Each change
+    /// shows in [`ThreadPoolInner::num_threads`], in
+    /// [`PoolMetrics::num_threads`](crate::PoolMetrics::num_threads) and in the exported
+    /// `async_rayon_worker_threads` gauge, and with the `tracing` feature is an `info`
+    /// event. [`ThreadPoolInner::resize`] still works, within `min..=max`.
+    ///
+    /// # Errors (from [`build`](Self::build))
+    /// [`ConfigError::Autoscale`] if `min == 0` or `min > max`.
+    ///
+    /// ```
+    /// use async_rayon::ThreadPoolInner;
+    /// use std::time::Duration;
+    ///
+    /// let pool = ThreadPoolInner::builder()
+    ///     .num_threads(1)
+    ///     .autoscale(1, 8)
+    ///     .autoscale_windows(Duration::from_millis(50), Duration::from_secs(30))
+    ///     .build()
+    ///     .expect("valid settings");
+    /// assert_eq!(pool.num_threads(), 1);
+    /// # pool.block_on(pool.shutdown());
+    /// ```
+    pub fn autoscale(mut self, min: usize, max: usize) -> Self {
+        self.autoscale_range = Some((min, max));
+        self
+    }
+
+    /// The windows of [`autoscale`](Self::autoscale): how long the pool must be saturated
+    /// (tasks queued, no worker idle) before it grows by a thread, and how long workers must
+    /// sit idle before they retire. Both must be greater than zero.
+    pub fn autoscale_windows(mut self, grow_after: Duration, shrink_after: Duration) -> Self {
+        self.autoscale_windows = (grow_after, shrink_after);
+        self
+    }
+
+    /// The autoscale settings, if autoscaling is on.
+    pub(crate) fn autoscale_settings(&self) -> Option<crate::sizing::Autoscale> {
+        let (min, max) = self.autoscale_range?;
+        let (grow_after, shrink_after) = self.autoscale_windows;
+        Some(crate::sizing::Autoscale {
+            min,
+            max,
+            grow_after,
+            shrink_after,
+        })
+    }
+
+    /// How many threads the pool starts with.
+    pub(crate) fn initial_threads(&self) -> usize {
+        match self.autoscale_range {
+            Some((min, max)) => self.config.num_threads.clamp(min, max),
+            None => self.config.num_threads,
+        }
+    }
+
+    /// The number of worker slots (see [`max_threads`](Self::max_threads)).
+    pub(crate) fn capacity(&self) -> usize {
+        let at_least = self.at_least_threads();
+        self.max_threads
+            .unwrap_or_else(|| at_least.max(DEFAULT_MAX_THREADS).min(MAX_WORKERS))
+    }
+
+    fn at_least_threads(&self) -> usize {
+        let max = self.autoscale_range.map_or(0, |(_, max)| max);
+        self.initial_threads().max(max)
+    }
+
+    /// The checks of the settings beyond [`Config::validate`].
+    fn validate_sizing(&self) -> Result<(), ConfigError> {
+        if let Some((min, max)) = self.autoscale_range {
+            if min == 0 {
+                return Err(ConfigError::Autoscale("min must be at least 1, got 0"));
+            }
+            if min > max {
+                return Err(ConfigError::Autoscale("min must be at most max"));
+            }
+            let (grow, shrink) = self.autoscale_windows;
+            if grow.is_zero() || shrink.is_zero() {
+                return Err(ConfigError::Autoscale(
+                    "autoscale_windows must both be greater than zero",
+                ));
+            }
+        }
+        let at_least = self.at_least_threads();
+        let capacity = self.capacity();
+        if capacity < at_least || capacity > MAX_WORKERS {
+            return Err(ConfigError::MaxThreads {
+                max_threads: capacity,
+                at_least,
+                limit: MAX_WORKERS,
+            });
+        }
+        Ok(())
+    }
+
     /// Validates the settings, then starts the worker threads.
     ///
     /// # Errors
@@ -300,6 +435,7 @@ impl PoolBuilder {
     /// could not be started.
     pub fn build(self) -> Result<Arc<ThreadPoolInner>, ConfigError> {
         self.config.validate()?;
+        self.validate_sizing()?;
         ThreadPoolInner::start(self)
     }
 }
@@ -314,6 +450,9 @@ impl fmt::Debug for PoolBuilder {
             .field("on_thread_start", &self.on_thread_start.is_some())
             .field("on_thread_stop", &self.on_thread_stop.is_some())
             .field("panic_handler", &self.panic_handler.is_some())
+            .field("max_threads", &self.capacity())
+            .field("autoscale", &self.autoscale_range)
+            .field("autoscale_windows", &self.autoscale_windows)
             .finish()
     }
 }

@@ -144,4 +144,44 @@ pub enum ConfigError {
     /// The pool's own tokio runtime (for timers and I/O) could not be started.
     #[error("could not start the pool's tokio runtime for timers and I/O: {0}")]
     Runtime(io::Error),
+    /// [`ThreadPoolInner::resize`](crate::ThreadPoolInner::resize) was asked for a size
+    /// outside what the pool allows: at least 1 and at most its `max_threads`, or within
+    /// `autoscale(min, max)` when that is set.
+    #[error(
+        "resize({requested}): the pool's size must be within {min}..={max} \
+         (at least 1, at most PoolBuilder::max_threads, within autoscale(min, max) if set)"
+    )]
+    ResizeOutOfRange {
+        /// The size asked for.
+        requested: usize,
+        /// The least size allowed.
+        min: usize,
+        /// The greatest size allowed.
+        max: usize,
+    },
+    /// [`PoolBuilder::autoscale`](crate::PoolBuilder::autoscale) was given `min == 0`,
+    /// `min > max`, or a zero window.
+    #[error("invalid autoscale: {0}")]
+    Autoscale(&'static str),
+    /// [`PoolBuilder::max_threads`](crate::PoolBuilder::max_threads) was below `num_threads`
+    /// or the autoscale `max`, or above the scheduler's limit.
+    #[error(
+        "invalid max_threads {max_threads}: it must be at least num_threads and the autoscale \
+         max ({at_least}) and at most {limit}"
+    )]
+    MaxThreads {
+        /// The value given.
+        max_threads: usize,
+        /// The least value allowed by the other settings.
+        at_least: usize,
+        /// The scheduler's limit.
+        limit: usize,
+    },
+    /// The thread of [`PoolBuilder::autoscale`](crate::PoolBuilder::autoscale) could not be
+    /// started.
+    #[error("could not start the pool's autoscale thread: {0}")]
+    AutoscaleThread(io::Error),
+    /// The pool's size cannot change: it is shutting down or shut down.
+    #[error("the pool is shutting down: its size can no longer change")]
+    ShuttingDown,
 }

@@ -78,6 +78,7 @@ mod registry;
 mod retry;
 mod scheduler;
 mod scope;
+mod sizing;
 mod sync;
 mod task;
 mod unwind;
@@ -85,7 +86,7 @@ mod unwind;
 #[cfg(all(test, loom))]
 mod loom_models;
 
-pub use config::{Config, PoolBuilder};
+pub use config::{Config, DEFAULT_MAX_THREADS, PoolBuilder};
 pub use error::{ConfigError, SpawnError, TaskError};
 pub use metrics::{LatencySummary, PoolMetrics};
 pub use monitor::{LATENCY_BUCKETS_SECONDS, MonitorHandle};

@@ -205,7 +205,7 @@ impl LockFreeQueue {
 #[test]
 fn loom_park_vs_push_no_lost_wakeup() {
     loom::model(|| {
-        let idle = Arc::new(Idle::new(1));
+        let idle = Arc::new(Idle::new(1, 1));
         let queue = Arc::new(LockFreeQueue {
             items: AtomicUsize::new(0),
         });
@@ -260,7 +260,7 @@ fn loom_park_vs_push_no_lost_wakeup() {
 #[test]
 fn loom_lane_push_vs_park_no_lost_wakeup() {
     loom::model(|| {
-        let idle = Arc::new(Idle::new(1));
+        let idle = Arc::new(Idle::new(1, 1));
         let new_queue = || {
             Arc::new(LockFreeQueue {
                 items: AtomicUsize::new(0),

@@ -29,7 +29,7 @@ use std::fmt;
 use std::future::IntoFuture;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::{self, JoinHandle, ThreadId};
+use std::thread::{self, ThreadId};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
@@ -41,6 +41,7 @@ use crate::metrics::PoolMetrics;
 use crate::monitor::{self, MonitorHandle};
 use crate::registry::{self, IoThread, Shared, Started};
 use crate::scheduler;
+use crate::sizing::{self, Autoscaler};
 
 /// After a shutdown deadline: how long cancelled tasks and then the workers get to finish,
 /// together.
@@ -79,7 +80,7 @@ pub struct ThreadPoolInner {
     shared: Arc<Shared>,
     config: Config,
     name: String,
-    workers: Mutex<Vec<JoinHandle<()>>>,
+    autoscaler: Mutex<Option<Autoscaler>>,
     io: Mutex<Option<IoThread>>,
     io_thread_id: Option<ThreadId>,
     /// Set when a shutdown has completed step 5.
@@ -127,21 +128,25 @@ impl ThreadPoolInner {
     }
 
     pub(crate) fn start(b: PoolBuilder) -> Result<Arc<ThreadPoolInner>, ConfigError> {
-        let Started {
-            shared,
-            workers,
-            io,
-        } = registry::start(&b)?;
+        let Started { shared, io } = registry::start(&b)?;
         let io_thread_id = io.as_ref().map(IoThread::thread_id);
-        Ok(Arc::new(ThreadPoolInner {
+        let pool = ThreadPoolInner {
             shared,
             config: b.config,
             name: b.name,
-            workers: Mutex::new(workers),
+            autoscaler: Mutex::new(None),
             io: Mutex::new(io),
             io_thread_id,
             shut_down: AtomicBool::new(false),
-        }))
+        };
+        if let Some(settings) = pool.shared.autoscale {
+            let prefix = b.thread_name.unwrap_or_else(|| pool.name.clone());
+            let autoscaler =
+                Autoscaler::start(&pool.shared, settings, format!("{prefix}-autoscale"))
+                    .map_err(ConfigError::AutoscaleThread)?;
+            *pool.autoscaler.lock() = Some(autoscaler);
+        }
+        Ok(Arc::new(pool))
     }
 
     pub(crate) fn shared(&self) -> &Arc<Shared> {
@@ -185,9 +190,47 @@ impl ThreadPoolInner {
         &self.name
     }
 
-    /// Number of worker threads.
+    /// Number of worker threads running now. After [`resize`](Self::resize) grows the pool
+    /// the new threads count at once; when it shrinks, each retiring thread counts until it
+    /// leaves its loop (after the task it is running, at most
+    /// [`RETIRE_CHECK_INTERVAL`](Self::RETIRE_CHECK_INTERVAL) tasks later).
     pub fn num_threads(&self) -> usize {
-        self.config.num_threads
+        self.shared.sched.idle.live()
+    }
+
+    /// A busy worker looks for a pending retirement once every this many tasks; an idle one
+    /// at once.
+    pub const RETIRE_CHECK_INTERVAL: u32 = scheduler::RETIRE_CHECK_INTERVAL;
+
+    /// Grows or shrinks the pool to `n` worker threads.
+    ///
+    /// Growing starts the new threads before it returns (each runs the
+    /// `on_thread_start` hook). Shrinking returns at once: `n` fewer workers retire, each
+    /// after the task it is running (an idle one is woken for it), moving the tasks queued on
+    /// it to the pool's shared queue, running `on_thread_stop` and ending its thread. No task
+    /// is lost, run twice or left behind. Calls may overlap; the last one wins.
+    ///
+    /// # Errors
+    /// [`ConfigError::ResizeOutOfRange`] if `n` is 0, above the pool's
+    /// [`max_threads`](crate::PoolBuilder::max_threads), or outside the
+    /// [`autoscale`](crate::PoolBuilder::autoscale) range when set;
+    /// [`ConfigError::ShuttingDown`] once shutdown has begun or the pool is being dropped;
+    /// [`ConfigError::ThreadSpawn`] if the operating system refuses a thread (the threads
+    /// started before it stay).
+    ///
+    /// ```
+    /// use async_rayon::{ConfigError, ThreadPoolInner};
+    ///
+    /// let pool = ThreadPoolInner::new(2, None);
+    /// pool.resize(4).expect("grow");
+    /// assert_eq!(pool.num_threads(), 4);
+    /// pool.resize(1).expect("shrink");
+    /// assert!(matches!(pool.resize(0), Err(ConfigError::ResizeOutOfRange { .. })));
+    /// pool.block_on(pool.shutdown());
+    /// assert!(matches!(pool.resize(2), Err(ConfigError::ShuttingDown)));
+    /// ```
+    pub fn resize(&self, n: usize) -> Result<(), ConfigError> {
+        sizing::resize(&self.shared, n)
     }
 
     /// The bound on admitted, unfinished tasks, if any.
@@ -419,6 +462,8 @@ impl ThreadPoolInner {
         let shared = &self.shared;
         // Step 1.
         shared.admission.close();
+        shared.threads.lock().closed = true;
+        self.stop_autoscaler();
         // Step 2.
         let finished = self.wait_idle(deadline).await;
         // Step 3.
@@ -471,7 +516,8 @@ impl ThreadPoolInner {
     /// Waits for workers to exit (until `bound`, if any), joins those that did and detaches
     /// the rest.
     async fn join_workers(&self, bound: Option<Instant>) {
-        let n = self.config.num_threads;
+        // No thread starts once `closed` is set (step 1), so this count is final.
+        let n = self.shared.threads.lock().started;
         while self.shared.sched.num_exited() < n {
             if bound.is_some_and(|b| Instant::now() >= b) {
                 break;
@@ -480,11 +526,21 @@ impl ThreadPoolInner {
                 .await;
         }
         let all_exited = self.shared.sched.num_exited() >= n;
-        let workers = std::mem::take(&mut *self.workers.lock());
+        let workers = std::mem::take(&mut self.shared.threads.lock().handles);
         for w in workers {
             if all_exited || w.is_finished() {
                 let _ = w.join();
             }
+        }
+    }
+}
+
+impl ThreadPoolInner {
+    /// Ends the autoscaler thread, if any (steps 1 of shutdown and of drop).
+    fn stop_autoscaler(&self) {
+        let autoscaler = self.autoscaler.lock().take();
+        if let Some(mut a) = autoscaler {
+            a.stop();
         }
     }
 }
@@ -494,16 +550,19 @@ impl Drop for ThreadPoolInner {
         let shared = &self.shared;
         if !self.shut_down.load(Ordering::SeqCst) {
             shared.admission.close();
+            let (started, workers) = {
+                let mut list = shared.threads.lock();
+                list.closed = true;
+                (list.started, std::mem::take(&mut list.handles))
+            };
+            self.stop_autoscaler();
             shared.cancel_all();
             shared.sched.terminate();
             let here = thread::current().id();
             let on_own_thread = scheduler::current_worker_index(shared).is_some()
                 || self.io_thread_id == Some(here);
-            let workers = std::mem::take(&mut *self.workers.lock());
             if !on_own_thread {
-                let all = shared
-                    .sched
-                    .wait_exited_blocking(workers.len(), DROP_JOIN_BOUND);
+                let all = shared.sched.wait_exited_blocking(started, DROP_JOIN_BOUND);
                 for w in workers {
                     if all || w.is_finished() {
                         let _ = w.join();

@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::{self, JoinHandle, ThreadId};
 use std::time::Duration;
 
+use parking_lot::Mutex;
 use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
@@ -20,7 +21,7 @@ use crate::admission::Admission;
 use crate::config::{PanicHandler, PoolBuilder, ThreadHook};
 use crate::error::ConfigError;
 use crate::metrics::{Counters, Latency, PoolMetrics};
-use crate::scheduler::{self, Scheduler, WorkerParts};
+use crate::scheduler::{self, Scheduler};
 
 /// Pool state that tasks and workers reference. The user-facing
 /// [`ThreadPoolInner`](crate::ThreadPoolInner) owns the threads; this half can outlive it
@@ -34,9 +35,11 @@ pub(crate) struct Shared {
     cancelling: AtomicBool,
     pub(crate) rt: Handle,
     pub(crate) task_timeout: Option<Duration>,
-    num_threads: usize,
     max_pending: Option<usize>,
     panic_handler: Option<PanicHandler>,
+    /// `(min, max)` of [`PoolBuilder::autoscale`], if set: `resize` stays within it.
+    pub(crate) autoscale: Option<crate::sizing::Autoscale>,
+    pub(crate) threads: Threads,
 }
 
 impl Shared {
@@ -80,7 +83,7 @@ impl Shared {
         let (snapshot, latency) = self.counters.snapshot_with_latency();
         let metrics = PoolMetrics::from_snapshot(
             &snapshot,
-            self.num_threads,
+            self.sched.idle.live(),
             self.max_pending,
             self.admission.pending(),
             self.sched.queued(),
@@ -144,8 +147,80 @@ impl IoThread {
 /// What [`start`] brings up, for `pool.rs` to own.
 pub(crate) struct Started {
     pub(crate) shared: Arc<Shared>,
-    pub(crate) workers: Vec<JoinHandle<()>>,
     pub(crate) io: Option<IoThread>,
+}
+
+/// The pool's worker threads: how to start one, and every one started.
+///
+/// # Size protocol
+/// The lock over [`ThreadList`] orders every change of size (build, `resize`, the
+/// autoscaler) against shutdown, which sets `closed` under it before it counts the threads
+/// to wait for: no thread starts after that count. With the lock held, the size asked for is
+/// `target`, and `target == live - surplus`, where `live` (`Idle::live`) counts threads
+/// started and not retired and `surplus` the retirement requests no worker has taken yet
+/// (a worker takes one and leaves the live count together, so the sum holds between
+/// resizes too). Growing first withdraws untaken requests and starts threads for the rest,
+/// so `live <= max(target, previous live) <= capacity`: a new thread always finds a slot,
+/// at worst after a retiring thread returns the one it holds.
+pub(crate) struct Threads {
+    prefix: String,
+    stack_size: Option<usize>,
+    on_start: Option<ThreadHook>,
+    on_stop: Option<ThreadHook>,
+    list: Mutex<ThreadList>,
+}
+
+pub(crate) struct ThreadList {
+    /// Every thread started and not joined yet (retired ones are joined at the next resize).
+    pub(crate) handles: Vec<JoinHandle<()>>,
+    /// Threads ever started; each one counts once in `Scheduler::num_exited` when it ends.
+    pub(crate) started: usize,
+    /// The size asked for.
+    pub(crate) target: usize,
+    /// Set by shutdown and drop: the size no longer changes.
+    pub(crate) closed: bool,
+}
+
+impl Threads {
+    /// The list, under the size lock.
+    pub(crate) fn lock(&self) -> parking_lot::MutexGuard<'_, ThreadList> {
+        self.list.lock()
+    }
+
+    /// Starts one worker thread, counted live before it starts (so `num_threads()` includes
+    /// it once this returns). The caller holds the size lock.
+    pub(crate) fn start_one(
+        &self,
+        shared: &Arc<Shared>,
+        list: &mut ThreadList,
+    ) -> Result<(), ConfigError> {
+        let index = list.started;
+        let mut builder = thread::Builder::new().name(format!("{}-{index}", self.prefix));
+        if let Some(bytes) = self.stack_size {
+            builder = builder.stack_size(bytes);
+        }
+        let (on_start, on_stop) = (self.on_start.clone(), self.on_stop.clone());
+        let pool = shared.clone();
+        shared.sched.idle.worker_started();
+        let spawned = builder.spawn(move || {
+            let _enter = pool.rt.enter();
+            run_hook("on_thread_start", on_start.as_ref());
+            scheduler::run_worker(pool.clone());
+            run_hook("on_thread_stop", on_stop.as_ref());
+            pool.sched.worker_exited();
+        });
+        match spawned {
+            Ok(handle) => {
+                list.handles.push(handle);
+                list.started += 1;
+                Ok(())
+            }
+            Err(source) => {
+                shared.sched.idle.worker_retired();
+                Err(ConfigError::ThreadSpawn { index, source })
+            }
+        }
+    }
 }
 
 /// Builds the shared state and starts the worker threads (and, outside any tokio runtime,
@@ -163,74 +238,52 @@ pub(crate) fn start(b: &PoolBuilder) -> Result<Started, ConfigError> {
             (handle, Some(io))
         }
     };
-    let (sched, parts) = Scheduler::new(config.num_threads, config.enable_work_stealing);
+    let initial = b.initial_threads();
+    let capacity = b.capacity();
     let shared = Arc::new(Shared {
-        sched,
+        sched: Scheduler::new(capacity, config.enable_work_stealing),
         admission: Admission::new(config.max_pending),
-        counters: Counters::new(config.num_threads),
+        counters: Counters::new(capacity),
         token: CancellationToken::new(),
         cancelling: AtomicBool::new(false),
         rt,
         task_timeout: config.task_timeout,
-        num_threads: config.num_threads,
         max_pending: config.max_pending,
         panic_handler: b.panic_handler.clone(),
+        autoscale: b.autoscale_settings(),
+        threads: Threads {
+            prefix,
+            stack_size: b.stack_size,
+            on_start: b.on_thread_start.clone(),
+            on_stop: b.on_thread_stop.clone(),
+            list: Mutex::new(ThreadList {
+                handles: Vec::with_capacity(initial),
+                started: 0,
+                target: initial,
+                closed: false,
+            }),
+        },
     });
-    let mut workers = Vec::with_capacity(config.num_threads);
-    for (index, parts) in parts.into_iter().enumerate() {
-        let spawned = spawn_worker(
-            &shared,
-            index,
-            parts,
-            &prefix,
-            b.stack_size,
-            b.on_thread_start.clone(),
-            b.on_thread_stop.clone(),
-        );
-        match spawned {
-            Ok(handle) => workers.push(handle),
-            Err(source) => {
-                shared.admission.close();
-                shared.cancel_all();
-                shared.sched.terminate();
-                for w in workers {
-                    let _ = w.join();
-                }
-                if let Some(io) = io {
-                    io.stop();
-                }
-                return Err(ConfigError::ThreadSpawn { index, source });
+    let mut list = shared.threads.lock();
+    for _ in 0..initial {
+        if let Err(e) = shared.threads.start_one(&shared, &mut list) {
+            list.closed = true;
+            let handles = std::mem::take(&mut list.handles);
+            drop(list);
+            shared.admission.close();
+            shared.cancel_all();
+            shared.sched.terminate();
+            for w in handles {
+                let _ = w.join();
             }
+            if let Some(io) = io {
+                io.stop();
+            }
+            return Err(e);
         }
     }
-    Ok(Started {
-        shared,
-        workers,
-        io,
-    })
-}
-
-fn spawn_worker(
-    shared: &Arc<Shared>,
-    index: usize,
-    parts: WorkerParts,
-    prefix: &str,
-    stack_size: Option<usize>,
-    on_start: Option<ThreadHook>,
-    on_stop: Option<ThreadHook>,
-) -> std::io::Result<JoinHandle<()>> {
-    let shared = shared.clone();
-    let mut builder = thread::Builder::new().name(format!("{prefix}-{index}"));
-    if let Some(bytes) = stack_size {
-        builder = builder.stack_size(bytes);
-    }
-    builder.spawn(move || {
-        let _enter = shared.rt.enter();
-        run_hook("on_thread_start", on_start.as_ref());
-        scheduler::run_worker(shared.clone(), index, parts);
-        run_hook("on_thread_stop", on_stop.as_ref());
-        shared.sched.worker_exited();
-    })
+    drop(list);
+    Ok(Started { shared, io })
 }
 
 /// Runs a user hook; a panic in it does not take the worker down (Rust's panic hook has

@@ -35,11 +35,16 @@ use reclaim::Reclaim;
 
 pub use priority::Priority;
 
+pub(crate) use idle::MAX_WORKERS;
+
 pub(crate) use worker::{
-    count_retry_on_current_worker, current_worker_index, run_worker, schedule,
+    RETIRE_CHECK_INTERVAL, count_retry_on_current_worker, current_worker_index, run_worker,
+    schedule,
 };
 
-/// What one worker thread takes with it when it starts.
+/// What a worker thread takes from its slot when it starts, and gives back when it retires:
+/// the deque whose [`Stealer`] its peers hold and the parker whose [`Unparker`] notifiers
+/// hold (both sit at the slot's index in `Scheduler::{stealers, unparkers}`).
 pub(crate) struct WorkerParts {
     local: Worker<Runnable>,
     parker: Parker,
@@ -56,9 +61,20 @@ pub(crate) struct Scheduler {
     /// only lane traffic writes: the Normal path's whole cost of the lanes. A hint, never
     /// the wake-up protocol's evidence: a parking searcher reads the queues themselves.
     lanes_queued: CachePadded<AtomicUsize>,
+    /// One per worker slot (`capacity` of them, fixed at build); a thread holds a slot while
+    /// it runs.
     stealers: Box<[Stealer<Runnable>]>,
     unparkers: Box<[Unparker]>,
-    idle: Idle,
+    /// The parts of the slots no thread holds, the lowest index last (taken first).
+    free: Mutex<Vec<(usize, WorkerParts)>>,
+    free_cv: Condvar,
+    /// One more than the highest slot index ever taken: searchers steal from slots below it
+    /// (a slot above has never held a task). `has_work` and the drains look at every slot.
+    high_water: AtomicUsize,
+    /// Workers asked to retire and not yet retired (`resize` down). Read by each worker
+    /// between tasks (every [`worker::RETIRE_CHECK_INTERVAL`] tasks, and when it finds none).
+    surplus: CachePadded<AtomicUsize>,
+    pub(crate) idle: Idle,
     /// References to finished detached tasks, for spawning threads to free (see `reclaim`).
     pub(crate) reclaim: Reclaim<std::task::Waker>,
     stealing: bool,
@@ -70,32 +86,103 @@ pub(crate) struct Scheduler {
 }
 
 impl Scheduler {
-    pub(crate) fn new(num_workers: usize, stealing: bool) -> (Scheduler, Vec<WorkerParts>) {
-        let mut parts = Vec::with_capacity(num_workers);
-        let mut stealers = Vec::with_capacity(num_workers);
-        let mut unparkers = Vec::with_capacity(num_workers);
-        for _ in 0..num_workers {
+    /// A scheduler with `capacity` worker slots, all free, and no worker yet.
+    pub(crate) fn new(capacity: usize, stealing: bool) -> Scheduler {
+        let mut free = Vec::with_capacity(capacity);
+        let mut stealers = Vec::with_capacity(capacity);
+        let mut unparkers = Vec::with_capacity(capacity);
+        for index in 0..capacity {
             let local = Worker::new_fifo();
             let parker = Parker::new();
             stealers.push(local.stealer());
             unparkers.push(parker.unparker().clone());
-            parts.push(WorkerParts { local, parker });
+            free.push((index, WorkerParts { local, parker }));
         }
-        let sched = Scheduler {
+        free.reverse();
+        Scheduler {
             injector: Injector::new(),
             high: Injector::new(),
             low: Injector::new(),
             lanes_queued: CachePadded::new(AtomicUsize::new(0)),
             stealers: stealers.into(),
             unparkers: unparkers.into(),
-            idle: Idle::new(num_workers),
+            free: Mutex::new(free),
+            free_cv: Condvar::new(),
+            high_water: AtomicUsize::new(0),
+            surplus: CachePadded::new(AtomicUsize::new(0)),
+            idle: Idle::new(0, capacity),
             reclaim: Reclaim::new(),
             stealing,
             terminate: AtomicBool::new(false),
             exited: Mutex::new(0),
             exited_cv: Condvar::new(),
-        };
-        (sched, parts)
+        }
+    }
+
+    /// Number of worker slots: the most threads the pool can run at once.
+    pub(crate) fn capacity(&self) -> usize {
+        self.stealers.len()
+    }
+
+    /// Takes a free slot for the calling (new) worker thread, waiting while a retiring
+    /// thread still holds the one it frees (its thread-local context returns it as the
+    /// thread exits). `None` if the pool terminates first.
+    pub(crate) fn take_slot(&self) -> Option<(usize, WorkerParts)> {
+        let mut free = self.free.lock();
+        loop {
+            if self.is_terminated() {
+                return None;
+            }
+            if let Some((index, parts)) = free.pop() {
+                self.high_water.fetch_max(index + 1, SeqCst);
+                return Some((index, parts));
+            }
+            // `resize` never starts more threads than there are slots, so one is being
+            // returned (or terminate notifies).
+            self.free_cv.wait(&mut free);
+        }
+    }
+
+    /// Gives slot `index` back (its deque empty) for a later thread.
+    pub(crate) fn return_slot(&self, index: usize, parts: WorkerParts) {
+        debug_assert!(parts.local.is_empty(), "a returned deque holds tasks");
+        self.free.lock().push((index, parts));
+        self.free_cv.notify_one();
+    }
+
+    /// Asks `n` more running workers to retire, and unparks up to `n` sleepers so that idle
+    /// workers retire now rather than at their next wake-up.
+    pub(crate) fn request_retire(&self, n: usize) {
+        self.surplus.fetch_add(n, SeqCst);
+        for _ in 0..n {
+            match self.idle.any_sleeper() {
+                Some(i) => self.unparkers[i].unpark(),
+                None => break,
+            }
+        }
+    }
+
+    /// Withdraws up to `n` retirement requests not yet taken; returns how many it withdrew.
+    pub(crate) fn withdraw_retire(&self, n: usize) -> usize {
+        let mut taken = 0;
+        let _ = self.surplus.fetch_update(SeqCst, SeqCst, |s| {
+            taken = s.min(n);
+            Some(s - taken)
+        });
+        taken
+    }
+
+    /// Is a retirement waiting to be taken? One `Relaxed` load: the worker loop's check.
+    #[inline]
+    fn retire_requested(&self) -> bool {
+        self.surplus.load(Relaxed) != 0
+    }
+
+    /// Takes one retirement request; true if the caller got one and must retire.
+    fn take_retirement(&self) -> bool {
+        self.surplus
+            .fetch_update(SeqCst, SeqCst, |s| s.checked_sub(1))
+            .is_ok()
     }
 
     /// Schedules a freshly spawned task of a scope of lane `lane`: a `Normal` one onto the
@@ -197,6 +284,9 @@ impl Scheduler {
         for u in self.unparkers.iter() {
             u.unpark();
         }
+        // A thread waiting for a slot stops waiting (under the lock, so it cannot miss this).
+        let _free = self.free.lock();
+        self.free_cv.notify_all();
     }
 
     /// Runs one task. `TaskFuture` catches every panic of the user's future; this catches what

@@ -24,7 +24,10 @@
 
 use std::cell::{Cell, OnceCell, RefCell};
 use std::sync::Arc;
-use std::sync::atomic::{Ordering::SeqCst, fence};
+use std::sync::atomic::{
+    Ordering::{Relaxed, SeqCst},
+    fence,
+};
 
 use super::queue::{Steal, Worker};
 use crossbeam_utils::sync::Parker;
@@ -51,14 +54,24 @@ const LANE_ROUND: u32 = 8;
 const LOW_FIRST: u32 = 0;
 const NORMAL_FIRST: u32 = 4;
 
+/// How many tasks a busy worker runs between two looks at `Scheduler::surplus` (a worker
+/// that finds no task looks every time). The same figure as [`GLOBAL_QUEUE_INTERVAL`] so the
+/// two share one division.
+pub(crate) const RETIRE_CHECK_INTERVAL: u32 = GLOBAL_QUEUE_INTERVAL;
+
 /// The state a worker thread keeps in thread-local storage, so a waker firing on this
 /// thread can push to this worker's deque.
 struct WorkerContext {
     pool: Arc<Shared>,
+    /// The worker's slot: its deque and parker belong to the slot, not to the thread.
     index: usize,
     local: Worker<Runnable>,
+    parker: Parker,
     /// False once the loop has ended: later wakes on this thread go to the injector.
     running: Cell<bool>,
+    /// Set when the worker retired (`resize` down): dropping the context, as the thread
+    /// exits, gives the slot back.
+    retired: Cell<bool>,
     /// References to finished detached tasks, handed to the pool's spawners a batch at a
     /// time (see `reclaim`).
     gathered: RefCell<Batch<std::task::Waker>>,
@@ -132,25 +145,47 @@ pub(crate) fn schedule(runnable: Runnable) {
     }
 }
 
-/// Runs worker `index` of `pool` on the calling (new) thread until terminate.
-pub(crate) fn run_worker(pool: Arc<Shared>, index: usize, parts: WorkerParts) {
-    let WorkerParts { local, parker } = parts;
+/// Takes a free slot of `pool` and runs it as a worker on the calling (new) thread until
+/// terminate or until it retires. Returns at once if the pool terminates before a slot is
+/// free.
+pub(crate) fn run_worker(pool: Arc<Shared>) {
+    let Some((index, WorkerParts { local, parker })) = pool.sched.take_slot() else {
+        return;
+    };
     CURRENT.with(|c| {
         let ctx = c.get_or_init(|| WorkerContext {
             pool,
             index,
             local,
+            parker,
             running: Cell::new(true),
+            retired: Cell::new(false),
             gathered: RefCell::new(Batch::new()),
         });
-        ctx.run(&parker);
-        ctx.running.set(false);
-        ctx.drain();
+        ctx.run();
+        if !ctx.retired.get() {
+            ctx.running.set(false);
+            ctx.drain();
+        }
     });
 }
 
+impl Drop for WorkerContext {
+    /// A retired worker's thread is exiting: its slot goes back for a later thread. (The
+    /// deque and parker are replaced by fresh ones only to move the slot's own out.)
+    fn drop(&mut self) {
+        if self.retired.get() {
+            let parts = WorkerParts {
+                local: std::mem::replace(&mut self.local, Worker::new_fifo()),
+                parker: std::mem::replace(&mut self.parker, Parker::new()),
+            };
+            self.pool.sched.return_slot(self.index, parts);
+        }
+    }
+}
+
 impl WorkerContext {
-    fn run(&self, parker: &Parker) {
+    fn run(&self) {
         let sched = &self.pool.sched;
         let counters = &self.pool.counters;
         let mut searching = false;
@@ -170,6 +205,9 @@ impl WorkerContext {
                     counters.busy_end(self.index);
                 }
                 if sched.is_terminated() {
+                    return;
+                }
+                if sched.retire_requested() && self.retire(searching) {
                     return;
                 }
                 if !searching {
@@ -196,9 +234,16 @@ impl WorkerContext {
                     if let Some(reference) = Scheduler::run_task(runnable) {
                         self.gather(reference);
                     }
+                    if tick.is_multiple_of(RETIRE_CHECK_INTERVAL) && sched.retire_requested() {
+                        busy = false;
+                        counters.busy_end(self.index);
+                        if self.retire(false) {
+                            return;
+                        }
+                    }
                 }
                 None => {
-                    if !self.park(parker, &mut searching) {
+                    if !self.park(&mut searching) {
                         return;
                     }
                 }
@@ -249,7 +294,7 @@ impl WorkerContext {
 
     fn steal(&self) -> Option<Runnable> {
         let sched = &self.pool.sched;
-        let n = sched.stealers.len();
+        let n = sched.high_water.load(Relaxed);
         loop {
             let mut retry = false;
             let lanes = sched.lanes_may_have_work();
@@ -284,9 +329,50 @@ impl WorkerContext {
         }
     }
 
+    /// Retires this worker if a retirement request is still there to take (`resize` down):
+    /// stops searching, moves the tasks of its deque to the injector and hands its gathered
+    /// references over; the caller then leaves the loop, and the thread exits. Returns false
+    /// (nothing done) if another worker took the request first.
+    ///
+    /// Leaving the search is the park step's (`README.md`, step 4) without the sleep: a push
+    /// may have seen this worker searching and left the wake-up to it, so if it was the last
+    /// searcher it looks at the queues again after a `SeqCst` fence and wakes a worker if
+    /// anything is there (loom: `loom_retire_vs_push_and_steal`).
+    #[cold]
+    fn retire(&self, searching: bool) -> bool {
+        let sched = &self.pool.sched;
+        if !sched.take_retirement() {
+            return false;
+        }
+        // Wakes on this thread from now on go to the injector, not to this deque.
+        self.running.set(false);
+        if searching {
+            let was_last_searcher = sched.idle.transition_worker_from_searching();
+            fence(SeqCst);
+            if was_last_searcher && sched.has_work() {
+                sched.notify_one();
+            }
+        }
+        // Only this thread pushes to its deque, so once drained it stays empty; peers may be
+        // stealing from it meanwhile, which the deque allows.
+        while let Some(r) = self.local.pop() {
+            sched.push_remote(r);
+        }
+        let gathered = self.gathered.borrow_mut().take();
+        if let Some(batch) = gathered {
+            sched.reclaim.defer(batch);
+        }
+        sched.idle.worker_retired();
+        self.retired.set(true);
+        #[cfg(feature = "tracing")]
+        tracing::debug!(target: "async_rayon", slot = self.index, "worker retired");
+        true
+    }
+
     /// Parks until notified. Returns false if the pool is terminating. On return the worker
     /// is searching (its notifier counted it so).
-    fn park(&self, parker: &Parker, searching: &mut bool) -> bool {
+    fn park(&self, searching: &mut bool) -> bool {
+        let parker = &self.parker;
         let sched = &self.pool.sched;
         // Nothing waits in this worker while it sleeps. (The borrow ends before `defer`,
         // which may drop the batch.)
