@@ -392,7 +392,7 @@ impl PoolBuilder {
     pub(crate) fn capacity(&self) -> usize {
         let at_least = self.at_least_threads();
         self.max_threads
-            .unwrap_or_else(|| at_least.max(DEFAULT_MAX_THREADS).min(MAX_WORKERS))
+            .unwrap_or_else(|| at_least.clamp(DEFAULT_MAX_THREADS, MAX_WORKERS))
     }
 
     fn at_least_threads(&self) -> usize {

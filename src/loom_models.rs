@@ -318,6 +318,106 @@ fn loom_lane_push_vs_park_no_lost_wakeup() {
     });
 }
 
+/// A worker retiring (`resize` down) while a task is pushed and its peer sleeps, as
+/// `WorkerContext::retire` does it: worker 0, the only searcher, with `local_tasks` tasks on
+/// its deque, leaves the search (`RMW; fence`), re-checks every queue if it was the last
+/// searcher and wakes a sleeper if anything is there, then hands its deque over to the
+/// injector (each push with `push_global`'s notify). Worker 1 starts parked and, once woken,
+/// takes tasks from the injector or steals them from worker 0's deque (stealing may race the
+/// hand-over). Every task is taken by worker 1. Without the re-check (or its fence), loom
+/// finds worker 1 asleep with the pushed task queued (with an empty deque nothing else wakes
+/// it); without the hand-over's notify, likewise with a deque task.
+#[test]
+fn loom_retire_vs_push_and_steal() {
+    for local_tasks in [0, 1] {
+        loom::model(move || {
+            let idle = Arc::new(Idle::new(2, 2));
+            let new_queue = |n| {
+                Arc::new(LockFreeQueue {
+                    items: AtomicUsize::new(n),
+                })
+            };
+            let (injector, local) = (new_queue(0), new_queue(local_tasks));
+            let parker = Arc::new(Parker {
+                token: Mutex::new(false),
+                cv: Condvar::new(),
+            });
+            // Worker 1 parked (not searching); worker 0 searching.
+            assert!(!idle.transition_worker_to_parked(1, false));
+            assert!(idle.transition_worker_to_searching());
+            let notify = |idle: &Idle, parker: &Parker| {
+                if let Some(i) = idle.worker_to_notify() {
+                    assert_eq!(i, 1, "only worker 1 sleeps");
+                    parker.unpark();
+                }
+            };
+            let pusher = {
+                let (i, q, p) = (idle.clone(), injector.clone(), parker.clone());
+                thread::spawn(move || {
+                    q.push();
+                    fence(SeqCst);
+                    notify(&i, &p);
+                })
+            };
+            let peer = {
+                let (idle, injector, local, parker) = (
+                    idle.clone(),
+                    injector.clone(),
+                    local.clone(),
+                    parker.clone(),
+                );
+                thread::spawn(move || {
+                    // Woken by a notifier, which counted this worker as searching.
+                    parker.park();
+                    let mut searching = true;
+                    let mut taken = 0;
+                    while taken < 1 + local_tasks {
+                        if injector.pop() || local.pop() {
+                            taken += 1;
+                            if searching {
+                                searching = false;
+                                if idle.transition_worker_from_searching() {
+                                    notify(&idle, &parker);
+                                }
+                            }
+                            continue;
+                        }
+                        if !searching {
+                            searching = idle.transition_worker_to_searching();
+                            if searching {
+                                continue;
+                            }
+                        }
+                        let last = idle.transition_worker_to_parked(1, searching);
+                        fence(SeqCst);
+                        let has_work = !injector.is_empty() || !local.is_empty();
+                        if last && has_work {
+                            notify(&idle, &parker);
+                        }
+                        parker.park();
+                        searching = true;
+                    }
+                })
+            };
+            // Worker 0 retires.
+            let was_last_searcher = idle.transition_worker_from_searching();
+            fence(SeqCst);
+            if was_last_searcher && (!injector.is_empty() || !local.is_empty()) {
+                notify(&idle, &parker);
+            }
+            while local.pop() {
+                injector.push();
+                fence(SeqCst);
+                notify(&idle, &parker);
+            }
+            idle.worker_retired();
+            pusher.join().expect("pusher");
+            peer.join().expect("peer");
+            assert!(injector.is_empty() && local.is_empty(), "every task taken");
+        });
+    }
+}
+
 /// Cancel racing a task's first suspension, on the real handshake type
 /// (`task::cancel::CancelState`, what `TaskHandle::cancel` and `TaskFuture`'s first `Pending`
 /// run): the canceller sets the flag then cancels the token if it exists; the task creates

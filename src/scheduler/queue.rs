@@ -85,6 +85,9 @@ mod mutex_deque {
         pub(crate) fn stealer(&self) -> Stealer<T> {
             Stealer(self.0.clone())
         }
+        pub(crate) fn is_empty(&self) -> bool {
+            lock(&self.0).is_empty()
+        }
     }
 
     pub(crate) struct Stealer<T>(Arc<Mutex<VecDeque<T>>>);
