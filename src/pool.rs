@@ -4,6 +4,9 @@
 //! `shutdown()` is `shutdown_timeout` without a deadline. `shutdown_timeout(d)`:
 //! 1. **Close admission** (one CAS on the admission word): every later spawn is refused with
 //!    `Shutdown`, queued `reserve()` callers get `Shutdown`. Admitted tasks keep running.
+//!    Freeze the size (`closed` under the size lock, `registry::Threads`): later `resize`
+//!    calls fail with `ShuttingDown`, no thread starts from here on, and the autoscaler
+//!    thread is stopped and joined.
 //! 2. **Wait** until the pending count is zero or `d` has passed.
 //! 3. **Cancel what is left** (only if the deadline passed): set the pool's cancel flag, which
 //!    every task checks at each poll, and cancel the pool's token, which wakes every suspended
@@ -594,6 +597,44 @@ impl fmt::Debug for ThreadPoolInner {
 mod tests {
     use super::*;
     use crate::{Scope, TaskError};
+
+    /// Resizing under Miri: threads start into free slots, retire (moving their deque's
+    /// tasks on and giving the slot back from their thread-local context as they exit), and
+    /// a later thread takes the slot again. Kept small: Miri is slow.
+    #[test]
+    fn resize_life_cycle() {
+        let pool = ThreadPoolInner::builder()
+            .num_threads(1)
+            .max_threads(2)
+            .build()
+            .expect("valid settings");
+        let scope = Scope::new(pool.clone());
+        let run = |n: u64| {
+            let handles: Vec<_> = (0..n)
+                .map(|i| {
+                    scope.spawn_with_handle(async move {
+                        tokio::task::yield_now().await;
+                        i
+                    })
+                })
+                .collect();
+            pool.block_on(scope.join_handles(handles))
+                .into_iter()
+                .map(|r| r.expect("task ran"))
+                .sum::<u64>()
+        };
+        pool.resize(2).expect("grow");
+        assert_eq!(run(8), 28);
+        pool.resize(1).expect("shrink");
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while pool.num_threads() != 1 && std::time::Instant::now() < end {
+            std::thread::yield_now();
+        }
+        assert_eq!(pool.num_threads(), 1);
+        pool.resize(2).expect("grow into the returned slot");
+        assert_eq!(run(8), 28);
+        pool.block_on(pool.shutdown());
+    }
 
     /// The life of a pool under Miri: spawn (the crate's one `unsafe`), wake, cancel, panic,
     /// shutdown. Kept small: Miri is slow.

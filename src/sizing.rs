@@ -15,7 +15,8 @@
 //! - **shrink** when at every sample for `shrink_after` some workers were parked: by the
 //!   fewest parked in that window (they were idle all along), down to `min`.
 //!
-//! It holds the pool weakly and stops when the pool shuts down or is dropped.
+//! A `resize` by hand restarts both windows. The autoscaler holds the pool weakly and stops
+//! when the pool shuts down or is dropped.
 
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
@@ -171,6 +172,7 @@ fn decide(
 fn run(pool: &Weak<Shared>, a: Autoscale, stop: &(Mutex<bool>, Condvar)) {
     let every = (a.grow_after.min(a.shrink_after) / 4).max(MIN_SAMPLE);
     let mut window = Window::default();
+    let mut last_target = None;
     loop {
         {
             let mut stopped = stop.0.lock();
@@ -185,11 +187,18 @@ fn run(pool: &Weak<Shared>, a: Autoscale, stop: &(Mutex<bool>, Condvar)) {
             return;
         };
         let target = target(&shared);
+        if last_target != Some(target) {
+            // Resized by hand (or the first sample): what was seen at another size says
+            // nothing about this one.
+            window = Window::default();
+            last_target = Some(target);
+        }
         let queued = shared.sched.queued();
         let parked = shared.sched.idle.num_parked();
         if let Some(to) = decide(&mut window, &a, Instant::now(), target, queued, parked) {
             match resize(&shared, to) {
                 Ok(()) => {
+                    last_target = Some(to);
                     #[cfg(feature = "tracing")]
                     tracing::info!(
                         target: "async_rayon",

@@ -44,6 +44,7 @@ fn examples_run_to_completion() {
         ("prometheus", &["--seconds", "1"], "final:"),
         ("channel_pool", &[], "channel pool: 1484 ok, 16 failed"),
         ("supervisor", &[], "supervisor stopped after 6 restarts"),
+        ("autoscale", &[], "grew to 4 threads, shrank back to 1"),
         (
             "streaming_pipeline",
             &["3000"],

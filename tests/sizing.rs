@@ -369,3 +369,27 @@ fn autoscale_grows_under_a_backlog_and_shrinks_when_idle() {
         "the autoscaler and the workers ended with the pool"
     );
 }
+
+#[test]
+fn a_resize_by_hand_restarts_the_autoscale_windows() {
+    let pool = ThreadPoolInner::builder()
+        .num_threads(1)
+        .autoscale(1, 4)
+        .autoscale_windows(Duration::from_millis(20), Duration::from_millis(300))
+        .build()
+        .expect("valid settings");
+    // Idle at min for longer than the shrink window.
+    thread::sleep(Duration::from_millis(450));
+    pool.resize(3).expect("within the autoscale range");
+    let resized = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(10), || pool.num_threads() < 3),
+        "the idle pool shrinks again"
+    );
+    let kept = resized.elapsed();
+    assert!(
+        kept >= Duration::from_millis(250),
+        "the new size was kept {kept:?}, less than the shrink window after the resize"
+    );
+    assert!(eventually(Duration::from_secs(10), || pool.num_threads() == 1));
+}

@@ -66,7 +66,8 @@ pub(crate) struct Snapshot {
 #[derive(Clone, PartialEq)]
 #[non_exhaustive]
 pub struct PoolMetrics {
-    /// Worker threads.
+    /// Worker threads running when read (see
+    /// [`ThreadPoolInner::num_threads`](crate::ThreadPoolInner::num_threads)).
     pub num_threads: usize,
     /// The bound on admitted, unfinished units, if any.
     pub max_pending: Option<usize>,
@@ -138,7 +139,8 @@ impl PoolMetrics {
     /// Share of worker-thread time spent running tasks over [`window`](Self::window), in
     /// [0, 1]. Measured in wall-clock time from when a worker finds a task until it finds
     /// none, so with more workers than cores, time a worker is preempted mid-run counts as
-    /// busy.
+    /// busy. The capacity is [`num_threads`](Self::num_threads) (the size when read) times
+    /// the window, so after a resize within the window the figure is approximate.
     pub fn utilization(&self) -> f64 {
         let capacity = self.window.as_secs_f64() * self.num_threads as f64;
         if capacity <= 0.0 {
