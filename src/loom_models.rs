@@ -18,7 +18,7 @@ use loom::thread;
 use crate::admission::Admission;
 use crate::error::SpawnError;
 use crate::scheduler::idle::Idle;
-use crate::task::cancel::CancelState;
+use crate::task::cancel::{CancelState, SuspendedTasks};
 
 fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
     let waker = futures::task::noop_waker();
@@ -418,28 +418,60 @@ fn loom_retire_vs_push_and_steal() {
     }
 }
 
-/// Cancel racing a task's first suspension, on the real handshake type
-/// (`task::cancel::CancelState`, what `TaskHandle::cancel` and `TaskFuture`'s first `Pending`
-/// run): the canceller sets the flag then cancels the token if it exists; the task creates
-/// its token and starts waiting on it, then reads the flag. Either the task sees the flag, or
-/// the canceller found the token and cancelled it. The token is a stand-in (a locked flag,
-/// as tokio-util's token keeps its state under a lock). With either fence in `CancelState`
-/// removed, loom finds the task waiting on a token nobody cancels.
+/// A wake-up flag for the models' tasks: a `Waker` that records that it was woken.
+struct WokenFlag(AtomicBool);
+
+impl std::task::Wake for WokenFlag {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.store(true, SeqCst);
+    }
+}
+
+/// Cancel racing a task's first suspension, on the real types (`task::cancel`): the task
+/// registers its waker in its scope's `SuspendedTasks` (and its key in its `CancelState`),
+/// then reads the flag; the canceller sets the flag (`CancelState::request`, as
+/// `TaskHandle::cancel` does), then wakes the task through its key (`SuspendedTasks::wake`). Then the same with a scope's watch firing instead
+/// (`ScopeShared::token_fired`: the scope's flag, then `wake_all`). Either the task sees the
+/// flag or it is woken. With a canceller that wakes before it sets the flag, loom finds the
+/// task asleep with the flag unseen.
 #[test]
 fn loom_cancel_vs_suspend() {
+    const ID: u64 = 7;
+    // One task cancelled through its handle.
     loom::model(|| {
-        let state = Arc::new(CancelState::<Mutex<bool>>::new(1, 0));
-        let s2 = state.clone();
+        let state = Arc::new(CancelState::<()>::new(ID, 0));
+        let suspended = Arc::new(SuspendedTasks::new());
+        let (s2, w2) = (state.clone(), suspended.clone());
         let canceller = thread::spawn(move || {
-            s2.request(|token| *token.lock().expect("token") = true);
+            s2.request(|_token| ());
+            w2.wake(&s2);
         });
-        state.publish_token(|| Mutex::new(false), |_token| ());
+        let woken = std::sync::Arc::new(WokenFlag(AtomicBool::new(false)));
+        suspended.register(&state, &std::task::Waker::from(woken.clone()));
         let task_saw_flag = state.requested();
         canceller.join().expect("canceller");
-        let token_cancelled = *state.token(|| Mutex::new(false)).lock().expect("token");
         assert!(
-            task_saw_flag || token_cancelled,
-            "the cancel reached neither the flag check nor the token"
+            task_saw_flag || woken.0.load(SeqCst),
+            "the cancel reached neither the flag check nor the waker"
+        );
+    });
+    // Every task of a scope, woken by the scope's token watch.
+    loom::model(|| {
+        let scope_flag = Arc::new(AtomicBool::new(false));
+        let suspended = Arc::new(SuspendedTasks::new());
+        let (f2, w2) = (scope_flag.clone(), suspended.clone());
+        let watch = thread::spawn(move || {
+            f2.store(true, SeqCst);
+            w2.wake_all();
+        });
+        let state = CancelState::<()>::new(ID, 0);
+        let woken = std::sync::Arc::new(WokenFlag(AtomicBool::new(false)));
+        suspended.register(&state, &std::task::Waker::from(woken.clone()));
+        let task_saw_flag = scope_flag.load(Acquire);
+        watch.join().expect("watch");
+        assert!(
+            task_saw_flag || woken.0.load(SeqCst),
+            "the scope's cancel reached neither the flag check nor the waker"
         );
     });
 }

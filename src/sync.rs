@@ -5,10 +5,10 @@
 //! (`task::cancel`) go through this shim; the models themselves are in `loom_models.rs`.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize};
 
 /// A mutex with parking_lot's API (no poisoning), over parking_lot or loom.
 pub(crate) struct Mutex<T>(
@@ -37,17 +37,29 @@ impl<T> Mutex<T> {
     }
 }
 
+/// A cell written once, read without a lock, one word wide: once_cell's `OnceBox` (the
+/// value boxed; two racing initialisations each build one and the loser's is dropped) in
+/// normal builds. Under loom, a cell with the same orderings (`get` is an `Acquire` load,
+/// initialisation ends with a `Release` store), so a model sees the real publication, not a
+/// lock's.
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::fence;
+pub(crate) struct OnceCell<T>(once_cell::race::OnceBox<T>);
 
-#[cfg(loom)]
-pub(crate) use loom::sync::atomic::fence;
-
-/// A cell written once, read without a lock: std's `OnceLock` in normal builds. Under loom,
-/// a cell with the same orderings (`get` is an `Acquire` load of the state, initialisation
-/// ends with a `Release` store), so a model sees the real publication, not a lock's.
 #[cfg(not(loom))]
-pub(crate) type OnceCell<T> = std::sync::OnceLock<T>;
+impl<T> OnceCell<T> {
+    pub(crate) const fn new() -> Self {
+        OnceCell(once_cell::race::OnceBox::new())
+    }
+
+    #[inline]
+    pub(crate) fn get(&self) -> Option<&T> {
+        self.0.get()
+    }
+
+    pub(crate) fn get_or_init(&self, init: impl FnOnce() -> T) -> &T {
+        self.0.get_or_init(|| Box::new(init()))
+    }
+}
 
 #[cfg(loom)]
 pub(crate) use loom_once::OnceCell;

@@ -590,3 +590,47 @@ fn cancel_on_drop_cancels_an_abandoned_task_and_only_that() {
         "detaching cancelled nothing"
     );
 }
+
+/// Cancelling a scope's token directly (not through `Scope::cancel`) wakes and cancels its
+/// suspended tasks and those of its child scopes, and the scope then reports itself
+/// cancelled; a scope beside it is untouched.
+#[test]
+fn cancelling_a_scope_token_directly_cancels_its_suspended_tasks() {
+    let pool = ThreadPoolInner::new(2, None);
+    let scope = Scope::new(pool.clone());
+    let child = scope.child();
+    let other = Scope::new(pool.clone());
+    let forever = || async { tokio::time::sleep(Duration::from_secs(3600)).await };
+    let mine: Vec<_> = (0..50)
+        .map(|i| {
+            if i % 2 == 0 {
+                scope.spawn_with_handle(forever())
+            } else {
+                child.spawn_with_handle(forever())
+            }
+        })
+        .collect();
+    let bystander = other.spawn_with_handle(async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        "finished"
+    });
+    // Let every task reach its suspension.
+    assert!(eventually(Duration::from_secs(5), || pool
+        .metrics_fast()
+        .active_tasks
+        == 51));
+    std::thread::sleep(Duration::from_millis(20));
+    scope.cancellation_token().cancel();
+    let results = pool.block_on(within(
+        2,
+        "suspended tasks cancelled through the scope's token",
+        scope.join_handles(mine),
+    ));
+    assert!(
+        results.iter().all(|r| *r == Err(TaskError::Cancelled)),
+        "{results:?}"
+    );
+    assert!(scope.is_cancelled() && child.is_cancelled());
+    assert!(!other.is_cancelled());
+    assert_eq!(pool.block_on(bystander), Ok("finished"));
+}

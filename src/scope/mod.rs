@@ -5,18 +5,21 @@
 //! [`Scope`], so a detached task does not keep the pool's user handle alive.
 
 use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
-use std::sync::{Arc, Weak};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::Wake;
 
 use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
-use tokio_util::sync::CancellationToken;
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use crate::error::{SpawnError, TaskError};
 use crate::pool::ThreadPoolInner;
 use crate::registry::Shared;
 use crate::scheduler::Priority;
+use crate::task::cancel::SuspendedTasks;
 use crate::task::{self, TaskHandle};
 
 mod batch;
@@ -64,6 +67,28 @@ pub(crate) struct ScopeShared {
     parent: Option<Arc<ScopeShared>>,
     /// Children that may still be alive (pruned as new ones register).
     children: Mutex<Vec<Weak<ScopeShared>>>,
+    /// The wakers of this scope's suspended tasks (the cancel wake-up, `task::cancel`).
+    pub(crate) suspended: SuspendedTasks,
+    /// A wait on `token`, polled once with a waker that runs [`token_fired`](Self::token_fired),
+    /// made when a task of this scope first suspends.
+    watch: OnceLock<TokenWatch>,
+}
+
+/// The wait a scope keeps on its own token (see `ScopeShared::watch`).
+struct TokenWatch(#[allow(dead_code)] Pin<Box<WaitForCancellationFutureOwned>>);
+
+/// The waker of a scope's token watch: the scope's cancel wake-up for its suspended tasks.
+struct OnTokenCancelled(Weak<ScopeShared>);
+
+impl Wake for OnTokenCancelled {
+    fn wake(self: Arc<Self>) {
+        self.wake_by_ref();
+    }
+    fn wake_by_ref(self: &Arc<Self>) {
+        if let Some(scope) = self.0.upgrade() {
+            scope.token_fired();
+        }
+    }
 }
 
 impl ScopeShared {
@@ -84,7 +109,44 @@ impl ScopeShared {
             closed: AtomicBool::new(false),
             parent,
             children: Mutex::new(Vec::new()),
+            suspended: SuspendedTasks::new(),
+            watch: OnceLock::new(),
         }
+    }
+
+    /// A task of this scope suspends: make sure the scope watches its token, then register
+    /// the task's waker. The caller reads the cancel flags afterwards (`task::cancel`).
+    pub(crate) fn task_suspended<T>(
+        self: &Arc<Self>,
+        task: &crate::task::cancel::CancelState<T>,
+        waker: &std::task::Waker,
+    ) {
+        if self.watch.get().is_none() {
+            self.watch.get_or_init(|| {
+                let mut wait = Box::pin(self.token.clone().cancelled_owned());
+                let on_cancel =
+                    std::task::Waker::from(Arc::new(OnTokenCancelled(Arc::downgrade(self))));
+                // Pending: the token's cancellation wakes `on_cancel` (tokio's `Notified`
+                // counts cancellations from its creation, so none is missed before this
+                // poll). Ready: it is cancelled already.
+                if wait
+                    .as_mut()
+                    .poll(&mut std::task::Context::from_waker(&on_cancel))
+                    .is_ready()
+                {
+                    self.token_fired();
+                }
+                TokenWatch(wait)
+            });
+        }
+        self.suspended.register(task, waker);
+    }
+
+    /// The scope's token was cancelled (by this scope, an ancestor, the pool or the user):
+    /// set the flag, then wake every suspended task, which then sees it.
+    fn token_fired(&self) {
+        self.cancelled.store(true, SeqCst);
+        self.suspended.wake_all();
     }
 
     #[inline]
@@ -508,9 +570,12 @@ impl Scope {
         self.shared.cancel();
     }
 
-    /// True once [`cancel`](Self::cancel) was called or the pool cancelled everything.
+    /// True once [`cancel`](Self::cancel) was called, the pool cancelled everything, or the
+    /// scope's token was cancelled otherwise (through an ancestor, or directly).
     pub fn is_cancelled(&self) -> bool {
-        self.shared.is_cancelled() || self.shared.pool.is_cancelling()
+        self.shared.is_cancelled()
+            || self.shared.pool.is_cancelling()
+            || self.shared.token.is_cancelled()
     }
 
     /// The scope's cancellation token: a child of the pool's, parent of each task's.

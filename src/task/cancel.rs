@@ -1,29 +1,44 @@
 //! The cancel handshake between a task and whoever cancels it.
 //!
 //! A task that suspends must be woken by a cancel, or it could sleep through it (its I/O may
-//! never fire). It is woken through its cancellation token, which is created lazily (most
-//! tasks never suspend, and a token costs an allocation). So a cancel racing the task's first
-//! suspension meets a token that may or may not exist yet:
+//! never fire). At its first suspension a task registers its waker in its scope's
+//! [`SuspendedTasks`] (a slab; the entry's key is kept in the task's [`CancelState`]) and
+//! then reads its cancel flags; it unregisters when it finishes. No allocation per task: one
+//! 16-byte slab entry per suspended task.
 //!
-//! - the canceller ([`CancelState::request`]) sets the flag, fences, then cancels the token
-//!   if it finds one;
-//! - the suspending task ([`CancelState::publish_token`]) creates its token and starts
-//!   waiting on it, fences, then reads the flag.
+//! - **One task** ([`CancelState::request`], from `TaskHandle::cancel`): set the task's flag,
+//!   then wake the task's registered waker, if any ([`SuspendedTasks::wake`]).
+//! - **A scope or the pool**: the scope's flag (or the pool's) is set, then its token is
+//!   cancelled. Each scope with a suspended task watches its own token once (`ScopeShared`,
+//!   `watch_token`): the watch, woken by the token's cancellation wherever it comes from (the
+//!   scope, an ancestor, the pool, or the user cancelling the token directly), sets the
+//!   scope's flag and wakes every registered task ([`SuspendedTasks::wake_all`]).
 //!
-//! With a `SeqCst` fence between the two accesses on each side, at least one side sees the
-//! other's write (the store-buffering pattern): the task either reads the flag and finishes,
-//! or the canceller finds the token and its cancel wakes the task. The loom model
-//! `loom_cancel_vs_suspend` runs this type; without either fence it finds the lost cancel.
+//! Both sides go through the slab's lock: the canceller sets the flag *before* it locks the
+//! slab, the task registers (entry and key) under the lock *before* it reads the flag. The
+//! key is written and read only under that lock, so it needs no ordering of its own. If the canceller's
+//! lock comes second it finds the waker; if the task's comes second it sees the flag (the
+//! unlock-lock pair orders the flag store before the load). Loom:
+//! `loom_cancel_vs_suspend` runs these types.
+//!
+//! A task's own [`CancellationToken`](tokio_util::sync::CancellationToken) is created only
+//! if its handle asks for it (or at a timeout, so that work tied to it stops); the handle
+//! then wakes the task through the slab, and a task that finds its token at a suspension
+//! also waits on it, so cancelling that token cancels the task.
 
 use std::sync::atomic::Ordering;
+use std::task::Waker;
 
-use crate::sync::{AtomicU8, OnceCell, fence};
+use crate::sync::{AtomicU8, AtomicU32, Mutex, OnceCell};
+
+/// The slab key of a task that is not registered.
+const UNREGISTERED: u32 = u32::MAX;
 
 /// Set once cancellation of this one task is requested.
 pub(crate) const CANCEL_REQUESTED: u8 = 1;
 
-/// A task's cancel flag (with the task's other flag bits), its id and its lazily created
-/// token.
+/// A task's cancel flag (with the task's other flag bits), its id, its token (created only
+/// when asked for, one word) and its key in its scope's [`SuspendedTasks`].
 ///
 /// The id is kept in 7 bytes beside the flag byte, in what would otherwise be padding, so
 /// the metadata stays 32 bytes; task ids stay below 2^56 (ids are handed out in blocks of
@@ -34,6 +49,8 @@ pub(crate) struct CancelState<T> {
     flags: AtomicU8,
     id: [u8; 7],
     token: OnceCell<T>,
+    /// Read and written only under the lock of the scope's `SuspendedTasks`.
+    slot: AtomicU32,
 }
 
 impl<T> CancelState<T> {
@@ -45,6 +62,7 @@ impl<T> CancelState<T> {
             flags: AtomicU8::new(flags),
             id: [b[0], b[1], b[2], b[3], b[4], b[5], b[6]],
             token: OnceCell::new(),
+            slot: AtomicU32::new(UNREGISTERED),
         }
     }
 
@@ -60,30 +78,25 @@ impl<T> CancelState<T> {
         u64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], 0])
     }
 
-    /// The canceller's side: set the flag, fence, then `cancel` the token if it exists.
+    /// The canceller's side, first half: set the flag, then `cancel` the token if one was
+    /// made. The caller then wakes the task ([`SuspendedTasks::wake`]).
     pub(crate) fn request(&self, cancel: impl FnOnce(&T)) {
         self.flags.fetch_or(CANCEL_REQUESTED, Ordering::SeqCst);
-        fence(Ordering::SeqCst);
         if let Some(token) = self.token.get() {
             cancel(token);
         }
     }
 
-    /// The suspending task's side: create the token (if the handle has not already) and let
-    /// `watch` start waiting on it, then fence. The caller reads the flag after this returns.
-    pub(crate) fn publish_token<R>(
-        &self,
-        make: impl FnOnce() -> T,
-        watch: impl FnOnce(&T) -> R,
-    ) -> R {
-        let watching = watch(self.token.get_or_init(make));
-        fence(Ordering::SeqCst);
-        watching
-    }
-
-    /// The token, created by `make` on first use (by the handle, or at a timeout).
+    /// The token, created by `make` on first use (by the handle, or at a timeout). The
+    /// caller then wakes the task, so a suspended task starts waiting on it.
     pub(crate) fn token(&self, make: impl FnOnce() -> T) -> &T {
         self.token.get_or_init(make)
+    }
+
+    /// The token, if it was made.
+    #[inline]
+    pub(crate) fn token_if_made(&self) -> Option<&T> {
+        self.token.get()
     }
 
     /// Sets `bits` in the flags with `ordering`.
@@ -96,5 +109,161 @@ impl<T> CancelState<T> {
     #[inline(always)]
     pub(crate) fn requested(&self) -> bool {
         self.flags.load(Ordering::Acquire) & CANCEL_REQUESTED != 0
+    }
+}
+
+/// The wakers of a scope's suspended tasks (see the module doc): a slab whose keys the tasks
+/// keep in their [`CancelState`].
+pub(crate) struct SuspendedTasks {
+    slab: Mutex<Slab>,
+}
+
+#[derive(Default)]
+struct Slab {
+    wakers: Vec<Option<Waker>>,
+    /// Keys of the empty entries.
+    free: Vec<u32>,
+}
+
+impl SuspendedTasks {
+    pub(crate) fn new() -> Self {
+        SuspendedTasks {
+            slab: Mutex::new(Slab::default()),
+        }
+    }
+
+    /// The suspending task's side: registers `waker` for the task of `state`. The caller
+    /// reads the cancel flags after this returns.
+    pub(crate) fn register<T>(&self, state: &CancelState<T>, waker: &Waker) {
+        let mut slab = self.slab.lock();
+        let key = match slab.free.pop() {
+            Some(key) => {
+                slab.wakers[key as usize] = Some(waker.clone());
+                key
+            }
+            None => {
+                // A scope with 2^32 - 1 suspended tasks at once is far beyond memory.
+                let key = u32::try_from(slab.wakers.len())
+                    .ok()
+                    .filter(|&k| k != UNREGISTERED)
+                    .expect("fewer than 2^32 - 1 suspended tasks in one scope");
+                slab.wakers.push(Some(waker.clone()));
+                key
+            }
+        };
+        state.slot.store(key, Ordering::Relaxed);
+    }
+
+    /// The task of `state` finished: forgets its waker, if registered (dropped after the lock
+    /// is released). When the last one goes, a large slab gives its memory back.
+    pub(crate) fn unregister<T>(&self, state: &CancelState<T>) {
+        let waker = {
+            let mut slab = self.slab.lock();
+            let key = state.slot.swap(UNREGISTERED, Ordering::Relaxed);
+            if key == UNREGISTERED {
+                return;
+            }
+            let waker = slab.wakers[key as usize].take();
+            slab.free.push(key);
+            if slab.free.len() == slab.wakers.len() && slab.wakers.len() > 1_024 {
+                *slab = Slab::default();
+            }
+            waker
+        };
+        drop(waker);
+    }
+
+    /// The canceller's side, after the flag is set: wakes the task of `state` if it is
+    /// registered.
+    pub(crate) fn wake<T>(&self, state: &CancelState<T>) {
+        let waker = {
+            let slab = self.slab.lock();
+            match state.slot.load(Ordering::Relaxed) {
+                UNREGISTERED => None,
+                key => slab.wakers[key as usize].clone(),
+            }
+        };
+        if let Some(w) = waker {
+            w.wake();
+        }
+    }
+
+    /// A scope's watch fired, after the scope's flag is set: wakes every registered task.
+    pub(crate) fn wake_all(&self) {
+        let wakers: Vec<Waker> = self.slab.lock().wakers.iter().flatten().cloned().collect();
+        for w in wakers {
+            w.wake();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicUsize;
+
+    struct Count(AtomicUsize);
+    impl std::task::Wake for Count {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn counter() -> (Arc<Count>, Waker) {
+        let c = Arc::new(Count(AtomicUsize::new(0)));
+        (c.clone(), Waker::from(c))
+    }
+
+    #[test]
+    fn keys_are_reused_and_a_finished_task_is_never_woken() {
+        let tasks = SuspendedTasks::new();
+        let (a, b, c) = (
+            CancelState::<()>::new(1, 0),
+            CancelState::<()>::new(2, 0),
+            CancelState::<()>::new(3, 0),
+        );
+        let ((ca, wa), (cb, wb), (cc, wc)) = (counter(), counter(), counter());
+        tasks.register(&a, &wa);
+        tasks.register(&b, &wb);
+        tasks.unregister(&a);
+        tasks.register(&c, &wc);
+        assert_eq!(c.slot.load(Ordering::Relaxed), 0, "a's entry reused");
+        tasks.wake(&a);
+        assert_eq!(ca.0.load(Ordering::SeqCst), 0, "a finished: not woken");
+        assert_eq!(
+            cc.0.load(Ordering::SeqCst),
+            0,
+            "nor the task now in a's entry"
+        );
+        tasks.wake(&c);
+        assert_eq!(cc.0.load(Ordering::SeqCst), 1);
+        tasks.wake_all();
+        assert_eq!(
+            (cb.0.load(Ordering::SeqCst), cc.0.load(Ordering::SeqCst)),
+            (1, 2)
+        );
+        tasks.unregister(&a);
+        assert_eq!(
+            tasks.slab.lock().free.len(),
+            0,
+            "unregistering twice frees nothing"
+        );
+    }
+
+    #[test]
+    fn a_large_slab_gives_its_memory_back_when_empty() {
+        let tasks = SuspendedTasks::new();
+        let (_count, waker) = counter();
+        let states: Vec<_> = (0..5_000).map(|i| CancelState::<()>::new(i, 0)).collect();
+        for s in &states {
+            tasks.register(s, &waker);
+        }
+        assert!(tasks.slab.lock().wakers.capacity() >= 5_000);
+        for s in &states {
+            tasks.unregister(s);
+        }
+        let slab = tasks.slab.lock();
+        assert_eq!((slab.wakers.capacity(), slab.free.capacity()), (0, 0));
     }
 }

@@ -16,9 +16,10 @@ pin_project! {
     /// One pool task: a body (a [`Guarded`](super::Guarded) user future, or a batch of them)
     /// plus what belongs to the task rather than to a unit of work:
     ///
-    /// - **cancel wake-up**: on the first `Pending` the task creates its cancellation token and
-    ///   waits on it, so cancelling the task, its scope or the pool wakes it even while its
-    ///   I/O is idle; the woken body then sees the cancel flag and finishes;
+    /// - **cancel wake-up**: on the first `Pending` the task registers its waker with its
+    ///   scope, so cancelling the task, its scope or the pool wakes it even while its I/O is
+    ///   idle; the woken body then sees the cancel flag and finishes. If the handle made the
+    ///   task's own token, the task also waits on it;
     /// - **scope count**: the task leaves its scope exactly once, after the body finished
     ///   (so after every unit's slot was released), or in `drop`;
     /// - **panic backstop**: a panic escaping the body becomes `Err(Panicked)`.
@@ -28,6 +29,7 @@ pin_project! {
         body: Option<B>,
         cancel_wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
         left_scope: bool,
+        registered: bool,
     }
 
     impl<'m, B> PinnedDrop for TaskFuture<'m, B> {
@@ -38,6 +40,9 @@ pin_project! {
                 // Drop the body first: its unfinished units finish (count, release their
                 // slots) in their own `drop`, before the scope stops counting this task.
                 let _ = catch_unwind(AssertUnwindSafe(|| this.body.set(None)));
+                if *this.registered {
+                    this.meta.unregister_suspended();
+                }
                 this.meta.scope.task_finished();
             }
         }
@@ -51,6 +56,7 @@ impl<'m, B> TaskFuture<'m, B> {
             body: Some(body),
             cancel_wait: None,
             left_scope: false,
+            registered: false,
         }
     }
 }
@@ -67,8 +73,8 @@ where
         if *this.left_scope {
             return Poll::Pending;
         }
-        // At most two rounds: the second only if the token fired without the flag being set
-        // (someone cancelled the token directly), after we set the flag.
+        // At most two rounds: the second only if the task's own token fired without the flag
+        // being set (someone cancelled the token directly), after we set the flag.
         for _ in 0..2 {
             let Some(body) = this.body.as_mut().as_pin_mut() else {
                 return Poll::Pending;
@@ -81,15 +87,24 @@ where
             };
             if let Some(result) = result {
                 *this.left_scope = true;
+                if *this.registered {
+                    meta.unregister_suspended();
+                }
                 meta.scope.task_finished();
                 return Poll::Ready(result);
             }
-            let cancel_wait = match this.cancel_wait {
-                Some(w) => w,
-                // The cancel handshake (`super::cancel`): the wait exists before the flag is read.
-                None => this.cancel_wait.insert(meta.wait_for_cancel()),
-            };
-            let token_fired = cancel_wait.as_mut().poll(cx).is_ready();
+            if !*this.registered {
+                // The cancel handshake (`super::cancel`): registered before the flags are read.
+                meta.register_suspended(cx.waker());
+                *this.registered = true;
+            }
+            let mut token_fired = false;
+            if let Some(token) = meta.token_if_made() {
+                let wait = this
+                    .cancel_wait
+                    .get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
+                token_fired = wait.as_mut().poll(cx).is_ready();
+            }
             if !token_fired && !meta.cancel_requested() {
                 return Poll::Pending;
             }

@@ -68,8 +68,8 @@ const SMALL: u8 = 4;
 /// allocation (async-task metadata), so it costs no extra allocation.
 pub(crate) struct TaskMeta {
     pub(crate) scope: Arc<ScopeShared>,
-    /// The flags (cancel requested, detached, small) and the cancellation token, created on
-    /// first use: when the task first suspends, or when the handle asks for it.
+    /// The flags (cancel requested, detached, small) and the cancellation token, created
+    /// only when the handle asks for it (or at a timeout).
     cancel: CancelState<CancellationToken>,
 }
 
@@ -116,26 +116,39 @@ impl TaskMeta {
         }
     }
 
-    /// The task's cancellation token, a child of its scope's token.
+    /// The task's cancellation token, a child of its scope's token, made on first use. A
+    /// task suspended before it existed is woken, so that it starts waiting on it.
     pub(crate) fn token(&self) -> &CancellationToken {
-        self.cancel.token(|| self.scope.token.child_token())
+        if let Some(token) = self.cancel.token_if_made() {
+            return token;
+        }
+        let token = self.cancel.token(|| self.scope.token.child_token());
+        self.scope.suspended.wake(&self.cancel);
+        token
     }
 
-    /// The suspend side of the cancel handshake ([`cancel`]): creates the token if needed
-    /// and starts waiting on it; the caller then reads the flag.
-    pub(crate) fn wait_for_cancel(
-        &self,
-    ) -> std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>> {
-        self.cancel.publish_token(
-            || self.scope.token.child_token(),
-            |token| Box::pin(token.clone().cancelled_owned()),
-        )
+    /// The token, if the handle (or a timeout) made one.
+    #[inline]
+    pub(crate) fn token_if_made(&self) -> Option<&CancellationToken> {
+        self.cancel.token_if_made()
     }
 
-    /// Cancels this task: the canceller's side of the handshake ([`cancel`]), so a task
-    /// that suspends concurrently is either woken through its token or finishes on the flag.
+    /// The suspend side of the cancel handshake ([`cancel`]): registers `waker` with the
+    /// scope (which watches its token); the caller then reads the flags.
+    pub(crate) fn register_suspended(&self, waker: &std::task::Waker) {
+        self.scope.task_suspended(&self.cancel, waker);
+    }
+
+    /// The task, registered at a suspension, finished.
+    pub(crate) fn unregister_suspended(&self) {
+        self.scope.suspended.unregister(&self.cancel);
+    }
+
+    /// Cancels this task: the canceller's side of the handshake ([`cancel`]): the flag (and
+    /// the token, if made), then a wake-up if the task is suspended.
     pub(crate) fn request_cancel(&self) {
         self.cancel.request(CancellationToken::cancel);
+        self.scope.suspended.wake(&self.cancel);
     }
 
     /// A task that timed out is cancelled like any other: its token is cancelled too, so
