@@ -42,13 +42,16 @@ impl<T> Mutex<T> {
 /// normal builds. Under loom, a cell with the same orderings (`get` is an `Acquire` load,
 /// initialisation ends with a `Release` store), so a model sees the real publication, not a
 /// lock's.
+///
+/// Dropped by hand: `OnceBox`'s own drop is an out-of-line call even when empty, and most
+/// cells (a task's token) stay empty; here the emptiness check is inline.
 #[cfg(not(loom))]
-pub(crate) struct OnceCell<T>(once_cell::race::OnceBox<T>);
+pub(crate) struct OnceCell<T>(std::mem::ManuallyDrop<once_cell::race::OnceBox<T>>);
 
 #[cfg(not(loom))]
 impl<T> OnceCell<T> {
     pub(crate) const fn new() -> Self {
-        OnceCell(once_cell::race::OnceBox::new())
+        OnceCell(std::mem::ManuallyDrop::new(once_cell::race::OnceBox::new()))
     }
 
     #[inline]
@@ -58,6 +61,26 @@ impl<T> OnceCell<T> {
 
     pub(crate) fn get_or_init(&self, init: impl FnOnce() -> T) -> &T {
         self.0.get_or_init(|| Box::new(init()))
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn drop_filled(&mut self) {
+        // Leaves an empty `OnceBox` inside the `ManuallyDrop`: nothing is leaked.
+        drop(std::mem::replace(
+            &mut *self.0,
+            once_cell::race::OnceBox::new(),
+        ));
+    }
+}
+
+#[cfg(not(loom))]
+impl<T> Drop for OnceCell<T> {
+    #[inline]
+    fn drop(&mut self) {
+        if self.0.get().is_some() {
+            self.drop_filled();
+        }
     }
 }
 
@@ -120,5 +143,24 @@ mod loom_once {
                 loom::thread::yield_now();
             }
         }
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::OnceCell;
+    use std::sync::Arc;
+
+    #[test]
+    fn once_cell_drops_its_value_once() {
+        let held = Arc::new(());
+        let cell = OnceCell::new();
+        assert!(cell.get().is_none());
+        assert!(Arc::ptr_eq(cell.get_or_init(|| held.clone()), &held));
+        let _ = cell.get_or_init(|| unreachable!("set already"));
+        assert_eq!(Arc::strong_count(&held), 2);
+        drop(cell);
+        assert_eq!(Arc::strong_count(&held), 1);
+        drop(OnceCell::<Arc<()>>::new());
     }
 }

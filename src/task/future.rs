@@ -9,6 +9,7 @@ use pin_project_lite::pin_project;
 use tokio_util::sync::WaitForCancellationFutureOwned;
 
 use super::TaskMeta;
+use super::rare_box::RareBox;
 use crate::error::TaskError;
 use crate::unwind::panic_message;
 
@@ -27,7 +28,8 @@ pin_project! {
         meta: &'m TaskMeta,
         #[pin]
         body: Option<B>,
-        cancel_wait: Option<Pin<Box<WaitForCancellationFutureOwned>>>,
+        // A wait on the task's own token, made only if the handle made that token.
+        cancel_wait: RareBox<WaitForCancellationFutureOwned>,
         left_scope: bool,
         registered: bool,
     }
@@ -54,7 +56,7 @@ impl<'m, B> TaskFuture<'m, B> {
         TaskFuture {
             meta,
             body: Some(body),
-            cancel_wait: None,
+            cancel_wait: RareBox::new(),
             left_scope: false,
             registered: false,
         }
@@ -102,8 +104,8 @@ where
             if let Some(token) = meta.token_if_made() {
                 let wait = this
                     .cancel_wait
-                    .get_or_insert_with(|| Box::pin(token.clone().cancelled_owned()));
-                token_fired = wait.as_mut().poll(cx).is_ready();
+                    .get_or_insert_with(|| token.clone().cancelled_owned());
+                token_fired = wait.poll(cx).is_ready();
             }
             if !token_fired && !meta.cancel_requested() {
                 return Poll::Pending;

@@ -19,6 +19,7 @@ use pin_project_lite::pin_project;
 use tokio::time::Sleep;
 
 use super::TaskMeta;
+use super::rare_box::RareBox;
 use crate::error::TaskError;
 use crate::metrics::Outcome;
 use crate::unwind::panic_message;
@@ -35,7 +36,7 @@ pin_project! {
         preset: Option<Box<TaskError>>,
         // `task_timeout`'s deadline, in the pool's clock (`Counters::now_ns`); 0 if none yet.
         deadline_ns: u64,
-        timer: Option<Pin<Box<Sleep>>>,
+        timer: RareBox<Sleep>,
         // Latency sampling (see `metrics`): when the unit was created, then, once `started`,
         // when it was first polled; 0 if not sampled.
         sample_ns: u64,
@@ -58,7 +59,7 @@ pin_project! {
                         Outcome::Panicked
                     }
                 };
-                *this.timer = None;
+                this.timer.clear();
                 if !*this.batch_item {
                     this.meta.unit_finished(outcome);
                 }
@@ -87,7 +88,7 @@ impl<'m, F: Future> Guarded<'m, F> {
             inner: Some(future),
             preset: None,
             deadline_ns: 0,
-            timer: None,
+            timer: RareBox::new(),
             sample_ns: meta.pool().counters.sample_start(),
             started: false,
             batch_item: false,
@@ -109,7 +110,7 @@ impl<'m, F: Future> Guarded<'m, F> {
             inner,
             preset,
             deadline_ns: 0,
-            timer: None,
+            timer: RareBox::new(),
             sample_ns: meta.pool().counters.sample_start(),
             started: false,
             batch_item: true,
@@ -127,7 +128,7 @@ fn finish<F: Future>(
         Ok(()) => result,
         Err(msg) => Err(TaskError::Panicked(msg)),
     };
-    *this.timer = None;
+    this.timer.clear();
     *this.finished = true;
     if *this.started && *this.sample_ns != 0 {
         let counters = &this.meta.pool().counters;
@@ -209,8 +210,8 @@ impl<F: Future> Future for Guarded<'_, F> {
             let deadline = meta.pool().counters.instant_of(*this.deadline_ns);
             let timer = this
                 .timer
-                .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline.into())));
-            if timer.as_mut().poll(cx).is_ready() {
+                .get_or_insert_with(|| tokio::time::sleep_until(deadline.into()));
+            if timer.poll(cx).is_ready() {
                 return finish(&mut this, Err(TaskError::TimedOut));
             }
         }

@@ -35,6 +35,7 @@ mod future;
 mod guard;
 mod handle;
 mod id;
+mod rare_box;
 
 use std::sync::atomic::Ordering;
 
