@@ -366,6 +366,15 @@ fn export_publishes_through_the_facade() {
     assert!(
         matches!(seen.get("async_rayon_worker_threads"), Some(DebugValue::Gauge(g)) if g.into_inner() == 1.0)
     );
+    // A resize shows in the gauge at the next pass.
+    pool.resize(3).expect("grow");
+    assert!(
+        eventually(Duration::from_secs(5), || matches!(
+            snapshot().get("async_rayon_worker_threads"),
+            Some(DebugValue::Gauge(g)) if g.into_inner() == 3.0
+        )),
+        "the worker_threads gauge followed the resize"
+    );
     ThreadPoolInner::stop_monitoring(export);
 }
 
