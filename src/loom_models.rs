@@ -418,6 +418,51 @@ fn loom_retire_vs_push_and_steal() {
     }
 }
 
+/// A shrinking `resize` racing an idle worker on its way to sleep (`Scheduler::request_retire`
+/// against `WorkerContext::park`): the resize raises `surplus`, then takes a sleeper off the
+/// list (if any) and unparks it; the worker joins the sleepers, then re-reads `surplus` and,
+/// if it is set, wakes a sleeper (perhaps itself). The worker always wakes to take the
+/// retirement: without its re-check, loom finds it asleep with the request untaken when the
+/// resize looked before it joined the list.
+#[test]
+fn loom_shrink_vs_park() {
+    loom::model(|| {
+        let idle = Arc::new(Idle::new(1, 1));
+        let surplus = Arc::new(AtomicUsize::new(0));
+        let parker = Arc::new(Parker {
+            token: Mutex::new(false),
+            cv: Condvar::new(),
+        });
+        let resize = {
+            let (idle, surplus, parker) = (idle.clone(), surplus.clone(), parker.clone());
+            thread::spawn(move || {
+                surplus.fetch_add(1, SeqCst);
+                if idle.any_sleeper().is_some() {
+                    parker.unpark();
+                }
+            })
+        };
+        // The worker: no task found, not searching; it parks until it can retire.
+        loop {
+            if surplus
+                .fetch_update(SeqCst, SeqCst, |s| s.checked_sub(1))
+                .is_ok()
+            {
+                break; // retired
+            }
+            assert!(!idle.transition_worker_to_parked(0, false));
+            fence(SeqCst);
+            if surplus.load(SeqCst) != 0 && idle.any_sleeper().is_some() {
+                parker.unpark();
+            }
+            parker.park();
+            // Woken as a searcher; it found no task, so it stops searching.
+            let _ = idle.transition_worker_from_searching();
+        }
+        resize.join().expect("resize");
+    });
+}
+
 /// A wake-up flag for the models' tasks: a `Waker` that records that it was woken.
 struct WokenFlag(AtomicBool);
 

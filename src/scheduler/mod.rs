@@ -155,10 +155,21 @@ impl Scheduler {
     pub(crate) fn request_retire(&self, n: usize) {
         self.surplus.fetch_add(n, SeqCst);
         for _ in 0..n {
-            match self.idle.any_sleeper() {
-                Some(i) => self.unparkers[i].unpark(),
-                None => break,
+            if !self.wake_a_sleeper() {
+                break;
             }
+        }
+    }
+
+    /// Unparks one sleeper whether or not anyone searches (counted unparked and searching);
+    /// false if none sleeps.
+    fn wake_a_sleeper(&self) -> bool {
+        match self.idle.any_sleeper() {
+            Some(i) => {
+                self.unparkers[i].unpark();
+                true
+            }
+            None => false,
         }
     }
 

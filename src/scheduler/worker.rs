@@ -389,6 +389,12 @@ impl WorkerContext {
             // A push may have seen us searching and left the wake-up to us.
             sched.notify_one();
         }
+        if sched.retire_requested() {
+            // A shrinking resize may have looked for sleepers before we joined them: wake one
+            // (perhaps us) to take the retirement. (The resize raised `surplus` before it took
+            // the sleepers' lock, and we joined under that lock before this load.)
+            sched.wake_a_sleeper();
+        }
         if sched.is_terminated() {
             return false;
         }
