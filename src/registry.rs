@@ -80,7 +80,9 @@ impl Shared {
 
     /// [`metrics`](Self::metrics) with the latency histograms behind its percentiles.
     pub(crate) fn metrics_with_latency(&self) -> (PoolMetrics, Latency) {
-        let (snapshot, latency) = self.counters.snapshot_with_latency();
+        let (snapshot, latency) = self
+            .counters
+            .snapshot_with_latency(self.sched.slots_ever_used());
         let metrics = PoolMetrics::from_snapshot(
             &snapshot,
             self.sched.idle.live(),

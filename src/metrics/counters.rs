@@ -205,10 +205,11 @@ impl Counters {
         }
     }
 
-    /// Sums every row, and returns the summed latency histograms behind its percentiles
-    /// (queue wait, run time): a monitor keeps them to compute an interval's. O(workers); no
-    /// allocation, no lock.
-    pub(crate) fn snapshot_with_latency(&self) -> (Snapshot, Latency) {
+    /// Sums the first `rows` worker rows and the shared row, and returns the summed latency
+    /// histograms behind its percentiles (queue wait, run time): a monitor keeps them to
+    /// compute an interval's. O(rows); no allocation, no lock. Rows past those of worker
+    /// slots ever used were never written, so the caller passes that count.
+    pub(crate) fn snapshot_with_latency(&self, rows: usize) -> (Snapshot, Latency) {
         let now = self.now_ns();
         let mut s = Snapshot {
             uptime: Duration::from_nanos(now - 1),
@@ -216,7 +217,13 @@ impl Counters {
         };
         let mut queue_wait = Merged::new();
         let mut run_time = Merged::new();
-        for row in self.workers.iter().map(|r| &**r).chain([&*self.shared]) {
+        for row in self
+            .workers
+            .iter()
+            .take(rows)
+            .map(|r| &**r)
+            .chain([&*self.shared])
+        {
             s.submitted += row.submitted.load(Relaxed);
             s.completed += row.completed.load(Relaxed);
             s.panicked += row.panicked.load(Relaxed);

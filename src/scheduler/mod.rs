@@ -68,8 +68,9 @@ pub(crate) struct Scheduler {
     /// The parts of the slots no thread holds, the lowest index last (taken first).
     free: Mutex<Vec<(usize, WorkerParts)>>,
     free_cv: Condvar,
-    /// One more than the highest slot index ever taken: searchers steal from slots below it
-    /// (a slot above has never held a task). `has_work` and the drains look at every slot.
+    /// One more than the highest slot index ever taken: searchers steal from slots below it,
+    /// and `has_work`, `queued` and the metrics read only those (a slot above has never held
+    /// a task). The drains look at every slot.
     high_water: AtomicUsize,
     /// Workers asked to retire and not yet retired (`resize` down). Read by each worker
     /// between tasks (every [`worker::RETIRE_CHECK_INTERVAL`] tasks, and when it finds none).
@@ -122,6 +123,12 @@ impl Scheduler {
     /// Number of worker slots: the most threads the pool can run at once.
     pub(crate) fn capacity(&self) -> usize {
         self.stealers.len()
+    }
+
+    /// One more than the highest slot index a thread has taken: slots (and counter rows)
+    /// from there on were never used.
+    pub(crate) fn slots_ever_used(&self) -> usize {
+        self.high_water.load(SeqCst)
     }
 
     /// Takes a free slot for the calling (new) worker thread, waiting while a retiring
@@ -280,7 +287,15 @@ impl Scheduler {
         !self.injector.is_empty()
             || !self.high.is_empty()
             || !self.low.is_empty()
-            || (self.stealing && self.stealers.iter().any(|s| !s.is_empty()))
+            || (self.stealing && self.used_stealers().iter().any(|s| !s.is_empty()))
+    }
+
+    /// The stealers of the slots ever used (the others never held a task). Read after a
+    /// `SeqCst` fence by a parking worker, this covers any slot whose first push could have
+    /// left its wake-up to that worker: the slot's thread raised `high_water` before it
+    /// pushed.
+    fn used_stealers(&self) -> &[Stealer<Runnable>] {
+        &self.stealers[..self.slots_ever_used()]
     }
 
     fn is_terminated(&self) -> bool {
@@ -395,6 +410,6 @@ impl Scheduler {
         self.injector.len()
             + self.high.len()
             + self.low.len()
-            + self.stealers.iter().map(Stealer::len).sum::<usize>()
+            + self.used_stealers().iter().map(Stealer::len).sum::<usize>()
     }
 }
