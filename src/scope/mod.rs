@@ -74,8 +74,11 @@ pub(crate) struct ScopeShared {
     watch: OnceLock<TokenWatch>,
 }
 
-/// The wait a scope keeps on its own token (see `ScopeShared::watch`).
-struct TokenWatch(#[allow(dead_code)] Pin<Box<WaitForCancellationFutureOwned>>);
+/// The wait a scope keeps on its own token (see `ScopeShared::watch`): kept, never polled
+/// again, so that it stays registered with the token.
+struct TokenWatch {
+    _wait: Pin<Box<WaitForCancellationFutureOwned>>,
+}
 
 /// The waker of a scope's token watch: the scope's cancel wake-up for its suspended tasks.
 struct OnTokenCancelled(Weak<ScopeShared>);
@@ -136,7 +139,7 @@ impl ScopeShared {
                 {
                     self.token_fired();
                 }
-                TokenWatch(wait)
+                TokenWatch { _wait: wait }
             });
         }
         self.suspended.register(task, waker);
