@@ -81,6 +81,7 @@ mod scope;
 mod sizing;
 mod sync;
 mod task;
+mod ticker;
 mod unwind;
 
 #[cfg(all(test, loom))]

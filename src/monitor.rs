@@ -1,28 +1,14 @@
-//! Monitoring: a thread of its own that hands a [`PoolMetrics`] to a callback at a fixed
-//! interval, and the export of those figures through the `metrics` facade.
-//!
-//! # Stop protocol
-//! 1. The monitor thread waits on a condvar for `every` or until `stopped` is set.
-//! 2. [`MonitorHandle`]'s drop (or `stop_monitoring`) sets `stopped` under the lock, notifies,
-//!    then joins the thread. The thread checks `stopped` after every wait, before calling the
-//!    callback, so once the join returns the callback is never called again.
-//! 3. Called from inside the callback itself (on the monitor thread), the stop sets the flag
-//!    and returns without joining; the loop ends when the callback returns.
+//! Monitoring: a thread of its own (a [`Ticker`], whose doc gives the stop protocol) that hands
+//! a [`PoolMetrics`] to a callback at a fixed interval, and the export of those figures through
+//! the `metrics` facade.
 
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
-use std::thread::{self, JoinHandle};
 use std::time::Duration;
-
-use parking_lot::{Condvar, Mutex};
 
 use crate::metrics::{Latency, PoolMetrics};
 use crate::registry::Shared;
-
-struct Stop {
-    stopped: Mutex<bool>,
-    cv: Condvar,
-}
+use crate::ticker::Ticker;
 
 /// A running monitor, from [`ThreadPoolInner::start_monitoring`](crate::ThreadPoolInner::start_monitoring)
 /// or [`start_metrics_export`](crate::ThreadPoolInner::start_metrics_export).
@@ -32,36 +18,19 @@ struct Stop {
 /// returns, the callback is never called again.
 #[must_use = "dropping a MonitorHandle stops the monitor"]
 pub struct MonitorHandle {
-    stop: Arc<Stop>,
-    thread: Option<JoinHandle<()>>,
+    ticker: Ticker,
 }
 
 impl MonitorHandle {
     pub(crate) fn stop(mut self) {
-        self.stop_now();
-    }
-
-    fn stop_now(&mut self) {
-        *self.stop.stopped.lock() = true;
-        self.stop.cv.notify_all();
-        if let Some(t) = self.thread.take()
-            && t.thread().id() != thread::current().id()
-        {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for MonitorHandle {
-    fn drop(&mut self) {
-        self.stop_now();
+        self.ticker.stop();
     }
 }
 
 impl std::fmt::Debug for MonitorHandle {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("MonitorHandle")
-            .field("running", &!*self.stop.stopped.lock())
+            .field("running", &self.ticker.is_running())
             .finish()
     }
 }
@@ -77,52 +46,34 @@ pub(crate) fn start(
     from_zero: bool,
     mut f: impl FnMut(&PoolMetrics, &Latency) + Send + 'static,
 ) -> std::io::Result<MonitorHandle> {
-    let stop = Arc::new(Stop {
-        stopped: Mutex::new(false),
-        cv: Condvar::new(),
-    });
-    let s = stop.clone();
-    let thread = thread::Builder::new().name(thread_name).spawn(move || {
-        let (mut last, mut last_latency) = pool.metrics_with_latency();
-        if from_zero {
-            last_latency = Latency::zero();
+    let (mut last, mut last_latency) = pool.metrics_with_latency();
+    if from_zero {
+        last_latency = Latency::zero();
+    }
+    let ticker = Ticker::start(thread_name, every, move || {
+        let (now, now_latency) = pool.metrics_with_latency();
+        let mut interval = now.clone();
+        interval.busy_time = now.busy_time.saturating_sub(last.busy_time);
+        interval.window = now.window.saturating_sub(last.window);
+        let latency = now_latency.since(&last_latency);
+        interval.queue_wait = latency.queue_wait.summary();
+        interval.run_time = latency.run_time.summary();
+        (last, last_latency) = (now, now_latency);
+        // A panic in the callback does not stop monitoring (Rust's panic hook has printed
+        // it; with `tracing` it is also an event).
+        if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&interval, &latency))) {
+            #[cfg(feature = "tracing")]
+            tracing::error!(
+                target: "async_rayon",
+                "monitoring callback panicked (monitoring goes on): {}",
+                crate::unwind::panic_message(&*p)
+            );
+            #[cfg(not(feature = "tracing"))]
+            drop(p);
         }
-        loop {
-            {
-                let mut stopped = s.stopped.lock();
-                if !*stopped {
-                    let _ = s.cv.wait_for(&mut stopped, every);
-                }
-                if *stopped {
-                    return;
-                }
-            }
-            let (now, now_latency) = pool.metrics_with_latency();
-            let mut interval = now.clone();
-            interval.busy_time = now.busy_time.saturating_sub(last.busy_time);
-            interval.window = now.window.saturating_sub(last.window);
-            let latency = now_latency.since(&last_latency);
-            interval.queue_wait = latency.queue_wait.summary();
-            interval.run_time = latency.run_time.summary();
-            (last, last_latency) = (now, now_latency);
-            // A panic in the callback does not stop monitoring (Rust's panic hook has
-            // printed it; with `tracing` it is also an event).
-            if let Err(p) = catch_unwind(AssertUnwindSafe(|| f(&interval, &latency))) {
-                #[cfg(feature = "tracing")]
-                tracing::error!(
-                    target: "async_rayon",
-                    "monitoring callback panicked (monitoring goes on): {}",
-                    crate::unwind::panic_message(&*p)
-                );
-                #[cfg(not(feature = "tracing"))]
-                drop(p);
-            }
-        }
+        true
     })?;
-    Ok(MonitorHandle {
-        stop,
-        thread: Some(thread),
-    })
+    Ok(MonitorHandle { ticker })
 }
 
 /// Bucket bounds, in seconds, that suit the latency histograms the pool exports

@@ -44,7 +44,8 @@ use crate::metrics::PoolMetrics;
 use crate::monitor::{self, MonitorHandle};
 use crate::registry::{self, IoThread, Shared, Started};
 use crate::scheduler;
-use crate::sizing::{self, Autoscaler};
+use crate::sizing;
+use crate::ticker::Ticker;
 
 /// After a shutdown deadline: how long cancelled tasks and then the workers get to finish,
 /// together.
@@ -83,7 +84,7 @@ pub struct ThreadPoolInner {
     shared: Arc<Shared>,
     config: Config,
     name: String,
-    autoscaler: Mutex<Option<Autoscaler>>,
+    autoscaler: Mutex<Option<Ticker>>,
     io: Mutex<Option<IoThread>>,
     io_thread_id: Option<ThreadId>,
     /// Set when a shutdown has completed step 5.
@@ -145,7 +146,7 @@ impl ThreadPoolInner {
         if let Some(settings) = pool.shared.autoscale {
             let prefix = b.thread_name.unwrap_or_else(|| pool.name.clone());
             let autoscaler =
-                Autoscaler::start(&pool.shared, settings, format!("{prefix}-autoscale"))
+                sizing::start_autoscaler(&pool.shared, settings, format!("{prefix}-autoscale"))
                     .map_err(ConfigError::AutoscaleThread)?;
             *pool.autoscaler.lock() = Some(autoscaler);
         }

@@ -158,12 +158,13 @@ pub(crate) struct Started {
 /// The lock over [`ThreadList`] orders every change of size (build, `resize`, the
 /// autoscaler) against shutdown, which sets `closed` under it before it counts the threads
 /// to wait for: no thread starts after that count. With the lock held, the size asked for is
-/// `target`, and `target == live - surplus`, where `live` (`Idle::live`) counts threads
-/// started and not retired and `surplus` the retirement requests no worker has taken yet
-/// (a worker takes one and leaves the live count together, so the sum holds between
-/// resizes too). Growing first withdraws untaken requests and starts threads for the rest,
-/// so `live <= max(target, previous live) <= capacity`: a new thread always finds a slot,
-/// at worst after a retiring thread returns the one it holds.
+/// `target`, and `target == live - surplus - retiring`, where `live` (`Idle::live`) counts
+/// threads started and not yet retired, `surplus` the retirement requests no worker has
+/// taken yet, and `retiring` the workers that took one and are still handing their tasks
+/// over (they leave `live` when done). Growing first withdraws untaken requests and starts
+/// threads for the rest, so the threads holding or waiting for a slot never outnumber
+/// `max(target, previous count) <= capacity`: a new thread always finds a slot, at worst
+/// after a retiring thread returns the one it holds.
 pub(crate) struct Threads {
     prefix: String,
     stack_size: Option<usize>,
@@ -173,7 +174,8 @@ pub(crate) struct Threads {
 }
 
 pub(crate) struct ThreadList {
-    /// Every thread started and not joined yet (retired ones are joined at the next resize).
+    /// Every thread started whose handle is still kept (a resize lets go of the handles of
+    /// retired threads that have ended; shutdown joins the rest).
     pub(crate) handles: Vec<JoinHandle<()>>,
     /// Threads ever started; each one counts once in `Scheduler::num_exited` when it ends.
     pub(crate) started: usize,

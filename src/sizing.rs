@@ -1,14 +1,14 @@
 //! The pool's size at run time: [`resize`] and the autoscaler.
 //!
 //! `resize(n)` changes the size asked for under the size lock (`registry::Threads`, whose
-//! doc states the invariant `target == live - surplus`). Growing withdraws retirement
+//! doc states the invariant `target == live - surplus - retiring`). Growing withdraws retirement
 //! requests no worker has taken yet, then starts threads for the rest; each takes a free
 //! worker slot. Shrinking adds `n` requests to `Scheduler::surplus` and unparks up to `n`
 //! sleepers; a worker takes a request when it finds no task, or after a task once every
 //! [`RETIRE_CHECK_INTERVAL`](crate::scheduler) tasks, then leaves its loop (moving its queued
 //! tasks to the injector) and its thread exits (`scheduler/worker.rs`, `retire`).
 //!
-//! The autoscaler is a thread of its own (`{prefix}-autoscale`) that samples the pool every
+//! The autoscaler is a [`Ticker`] thread (`{prefix}-autoscale`) that samples the pool every
 //! quarter of the shorter window and calls `resize` by one step at a time:
 //! - **grow** by one thread when, at every sample for `grow_after`, tasks were queued and no
 //!   worker was parked;
@@ -19,13 +19,11 @@
 //! when the pool shuts down or is dropped.
 
 use std::sync::{Arc, Weak};
-use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
-
-use parking_lot::{Condvar, Mutex};
 
 use crate::error::ConfigError;
 use crate::registry::Shared;
+use crate::ticker::Ticker;
 
 /// The settings of [`PoolBuilder::autoscale`](crate::PoolBuilder::autoscale).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,47 +83,20 @@ pub(crate) fn target(shared: &Shared) -> usize {
     shared.threads.lock().target
 }
 
-/// The running autoscaler thread; dropping it (or [`stop`](Self::stop)) ends it.
-pub(crate) struct Autoscaler {
-    stop: Arc<(Mutex<bool>, Condvar)>,
-    thread: Option<JoinHandle<()>>,
-}
-
-impl Autoscaler {
-    /// Starts the autoscaler of `shared` with `settings`.
-    pub(crate) fn start(
-        shared: &Arc<Shared>,
-        settings: Autoscale,
-        thread_name: String,
-    ) -> std::io::Result<Autoscaler> {
-        let stop = Arc::new((Mutex::new(false), Condvar::new()));
-        let pool = Arc::downgrade(shared);
-        let flag = stop.clone();
-        let thread = thread::Builder::new()
-            .name(thread_name)
-            .spawn(move || run(&pool, settings, &flag))?;
-        Ok(Autoscaler {
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Ends the thread and joins it (unless called on it).
-    pub(crate) fn stop(&mut self) {
-        *self.stop.0.lock() = true;
-        self.stop.1.notify_all();
-        if let Some(t) = self.thread.take()
-            && t.thread().id() != thread::current().id()
-        {
-            let _ = t.join();
-        }
-    }
-}
-
-impl Drop for Autoscaler {
-    fn drop(&mut self) {
-        self.stop();
-    }
+/// Starts the autoscaler of `shared` with `settings` on a [`Ticker`] thread named
+/// `thread_name`; dropping (or stopping) the ticker ends it.
+pub(crate) fn start_autoscaler(
+    shared: &Arc<Shared>,
+    settings: Autoscale,
+    thread_name: String,
+) -> std::io::Result<Ticker> {
+    let every = (settings.grow_after.min(settings.shrink_after) / 4).max(MIN_SAMPLE);
+    let pool = Arc::downgrade(shared);
+    let mut window = Window::default();
+    let mut last_target = None;
+    Ticker::start(thread_name, every, move || {
+        step(&pool, &settings, &mut window, &mut last_target)
+    })
 }
 
 /// What the autoscaler has seen since its last change.
@@ -169,54 +140,48 @@ fn decide(
     None
 }
 
-fn run(pool: &Weak<Shared>, a: Autoscale, stop: &(Mutex<bool>, Condvar)) {
-    let every = (a.grow_after.min(a.shrink_after) / 4).max(MIN_SAMPLE);
-    let mut window = Window::default();
-    let mut last_target = None;
-    loop {
-        {
-            let mut stopped = stop.0.lock();
-            if !*stopped {
-                let _ = stop.1.wait_for(&mut stopped, every);
+/// One sample and, if `decide` says so, one resize. False once the pool is gone or shutting
+/// down (the ticker then ends).
+fn step(
+    pool: &Weak<Shared>,
+    a: &Autoscale,
+    window: &mut Window,
+    last_target: &mut Option<usize>,
+) -> bool {
+    let Some(shared) = pool.upgrade() else {
+        return false;
+    };
+    let target = target(&shared);
+    if *last_target != Some(target) {
+        // Resized by hand (or the first sample): what was seen at another size says nothing
+        // about this one.
+        *window = Window::default();
+        *last_target = Some(target);
+    }
+    let queued = shared.sched.queued();
+    let parked = shared.sched.idle.num_parked();
+    if let Some(to) = decide(window, a, Instant::now(), target, queued, parked) {
+        match resize(&shared, to) {
+            Ok(()) => {
+                *last_target = Some(to);
+                #[cfg(feature = "tracing")]
+                tracing::info!(
+                    target: "async_rayon",
+                    from = target,
+                    to,
+                    queued,
+                    parked,
+                    "autoscale resized the pool"
+                );
             }
-            if *stopped {
-                return;
-            }
-        }
-        let Some(shared) = pool.upgrade() else {
-            return;
-        };
-        let target = target(&shared);
-        if last_target != Some(target) {
-            // Resized by hand (or the first sample): what was seen at another size says
-            // nothing about this one.
-            window = Window::default();
-            last_target = Some(target);
-        }
-        let queued = shared.sched.queued();
-        let parked = shared.sched.idle.num_parked();
-        if let Some(to) = decide(&mut window, &a, Instant::now(), target, queued, parked) {
-            match resize(&shared, to) {
-                Ok(()) => {
-                    last_target = Some(to);
-                    #[cfg(feature = "tracing")]
-                    tracing::info!(
-                        target: "async_rayon",
-                        from = target,
-                        to,
-                        queued,
-                        parked,
-                        "autoscale resized the pool"
-                    );
-                }
-                Err(ConfigError::ShuttingDown) => return,
-                Err(_e) => {
-                    #[cfg(feature = "tracing")]
-                    tracing::warn!(target: "async_rayon", "autoscale could not resize: {_e}");
-                }
+            Err(ConfigError::ShuttingDown) => return false,
+            Err(_e) => {
+                #[cfg(feature = "tracing")]
+                tracing::warn!(target: "async_rayon", "autoscale could not resize: {_e}");
             }
         }
     }
+    true
 }
 
 #[cfg(test)]

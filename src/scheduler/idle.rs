@@ -85,16 +85,18 @@ impl Idle {
         if !self.should_wake() {
             return None;
         }
-        let worker = sleepers.pop()?;
-        self.state.fetch_sub(PARK_ONE_SEARCHER, SeqCst);
-        Some(worker)
+        self.pop_sleeper(&mut sleepers)
     }
 
     /// Takes a sleeper off the list whether or not anyone searches, counted as a notifier
-    /// counts it (unparked and searching), for a shrinking pool to unpark so it can retire.
-    /// `None` if none sleeps.
+    /// counts it, for a shrinking pool to unpark so it can retire. `None` if none sleeps.
     pub(crate) fn any_sleeper(&self) -> Option<usize> {
-        let mut sleepers = self.sleepers.lock();
+        self.pop_sleeper(&mut self.sleepers.lock())
+    }
+
+    /// Pops a sleeper and counts it unparked and searching (the caller holds the lock and
+    /// unparks the worker returned).
+    fn pop_sleeper(&self, sleepers: &mut Vec<usize>) -> Option<usize> {
         let worker = sleepers.pop()?;
         self.state.fetch_sub(PARK_ONE_SEARCHER, SeqCst);
         Some(worker)

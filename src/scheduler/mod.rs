@@ -196,7 +196,8 @@ impl Scheduler {
         self.surplus.load(Relaxed) != 0
     }
 
-    /// Takes one retirement request; true if the caller got one and must retire.
+    /// Takes one retirement request; true if the caller got one and must retire. (A request
+    /// another worker took first leaves this one working.)
     fn take_retirement(&self) -> bool {
         self.surplus
             .fetch_update(SeqCst, SeqCst, |s| s.checked_sub(1))

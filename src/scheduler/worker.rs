@@ -54,9 +54,9 @@ const LANE_ROUND: u32 = 8;
 const LOW_FIRST: u32 = 0;
 const NORMAL_FIRST: u32 = 4;
 
-/// How many tasks a busy worker runs between two looks at `Scheduler::surplus` (a worker
-/// that finds no task looks every time). The same figure as [`GLOBAL_QUEUE_INTERVAL`] so the
-/// two share one division.
+/// How many picks a busy worker makes between two looks at `Scheduler::surplus` (a worker
+/// that finds no task looks every time): the figure of [`GLOBAL_QUEUE_INTERVAL`], so a busy
+/// worker retires within about the same number of tasks as it waits to look at the injector.
 pub(crate) const RETIRE_CHECK_INTERVAL: u32 = GLOBAL_QUEUE_INTERVAL;
 
 /// The state a worker thread keeps in thread-local storage, so a waker firing on this
@@ -173,6 +173,11 @@ pub(crate) fn run_worker(pool: Arc<Shared>) {
 impl Drop for WorkerContext {
     /// A retired worker's thread is exiting: its slot goes back for a later thread. (The
     /// deque and parker are replaced by fresh ones only to move the slot's own out.)
+    ///
+    /// Until here the slot is this thread's: its counter row is written with plain loads and
+    /// stores (`metrics/counters.rs`), and the thread may still write it after retiring (an
+    /// `on_thread_stop` hook that spawns is counted in this row). Returning the slot under
+    /// the free list's lock orders all of that before the next thread of the slot starts.
     fn drop(&mut self) {
         if self.retired.get() {
             let parts = WorkerParts {
@@ -207,7 +212,8 @@ impl WorkerContext {
                 if sched.is_terminated() {
                     return;
                 }
-                if sched.retire_requested() && self.retire(searching) {
+                if sched.retire_requested() && sched.take_retirement() {
+                    self.retire(searching);
                     return;
                 }
                 if !searching {
@@ -234,12 +240,13 @@ impl WorkerContext {
                     if let Some(reference) = Scheduler::run_task(runnable) {
                         self.gather(reference);
                     }
-                    if tick.is_multiple_of(RETIRE_CHECK_INTERVAL) && sched.retire_requested() {
-                        busy = false;
+                    if tick.is_multiple_of(RETIRE_CHECK_INTERVAL)
+                        && sched.retire_requested()
+                        && sched.take_retirement()
+                    {
                         counters.busy_end(self.index);
-                        if self.retire(false) {
-                            return;
-                        }
+                        self.retire(false);
+                        return;
                     }
                 }
                 None => {
@@ -329,21 +336,17 @@ impl WorkerContext {
         }
     }
 
-    /// Retires this worker if a retirement request is still there to take (`resize` down):
-    /// stops searching, moves the tasks of its deque to the injector and hands its gathered
-    /// references over; the caller then leaves the loop, and the thread exits. Returns false
-    /// (nothing done) if another worker took the request first.
+    /// Retires this worker, which has taken a retirement request (`resize` down): stops
+    /// searching, moves the tasks of its deque to the injector and hands its gathered
+    /// references over; the caller then leaves the loop, and the thread exits.
     ///
     /// Leaving the search is the park step's (`README.md`, step 4) without the sleep: a push
     /// may have seen this worker searching and left the wake-up to it, so if it was the last
     /// searcher it looks at the queues again after a `SeqCst` fence and wakes a worker if
     /// anything is there (loom: `loom_retire_vs_push_and_steal`).
     #[cold]
-    fn retire(&self, searching: bool) -> bool {
+    fn retire(&self, searching: bool) {
         let sched = &self.pool.sched;
-        if !sched.take_retirement() {
-            return false;
-        }
         // Wakes on this thread from now on go to the injector, not to this deque.
         self.running.set(false);
         if searching {
@@ -366,7 +369,6 @@ impl WorkerContext {
         self.retired.set(true);
         #[cfg(feature = "tracing")]
         tracing::debug!(target: "async_rayon", slot = self.index, "worker retired");
-        true
     }
 
     /// Parks until notified. Returns false if the pool is terminating. On return the worker
