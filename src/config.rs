@@ -383,7 +383,9 @@ impl PoolBuilder {
     /// How many threads the pool starts with.
     pub(crate) fn initial_threads(&self) -> usize {
         match self.autoscale_range {
-            Some((min, max)) => self.config.num_threads.clamp(min, max),
+            // Not `clamp`, which panics when `min > max`: this also runs before validation
+            // (the builder's `Debug`).
+            Some((min, max)) => self.config.num_threads.max(min).min(max),
             None => self.config.num_threads,
         }
     }

@@ -466,8 +466,7 @@ impl ThreadPoolInner {
         let shared = &self.shared;
         // Step 1.
         shared.admission.close();
-        shared.threads.lock().closed = true;
-        self.stop_autoscaler();
+        self.freeze_size();
         // Step 2.
         let finished = self.wait_idle(deadline).await;
         // Step 3.
@@ -540,8 +539,10 @@ impl ThreadPoolInner {
 }
 
 impl ThreadPoolInner {
-    /// Ends the autoscaler thread, if any (steps 1 of shutdown and of drop).
-    fn stop_autoscaler(&self) {
+    /// Step 1 of shutdown and of drop, after admission closed: no resize from now on (so the
+    /// count of threads started is final) and the autoscaler thread ended.
+    fn freeze_size(&self) {
+        self.shared.threads.lock().closed = true;
         let autoscaler = self.autoscaler.lock().take();
         if let Some(mut a) = autoscaler {
             a.stop();
@@ -554,12 +555,11 @@ impl Drop for ThreadPoolInner {
         let shared = &self.shared;
         if !self.shut_down.load(Ordering::SeqCst) {
             shared.admission.close();
+            self.freeze_size();
             let (started, workers) = {
                 let mut list = shared.threads.lock();
-                list.closed = true;
                 (list.started, std::mem::take(&mut list.handles))
             };
-            self.stop_autoscaler();
             shared.cancel_all();
             shared.sched.terminate();
             let here = thread::current().id();

@@ -393,3 +393,10 @@ fn a_resize_by_hand_restarts_the_autoscale_windows() {
     );
     assert!(eventually(Duration::from_secs(10), || pool.num_threads() == 1));
 }
+
+#[test]
+fn a_builder_with_bad_sizes_can_still_be_printed() {
+    let b = ThreadPoolInner::builder().autoscale(5, 4);
+    assert!(format!("{b:?}").contains("autoscale: Some((5, 4))"));
+    assert!(b.build().is_err());
+}

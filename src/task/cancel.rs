@@ -133,7 +133,9 @@ impl SuspendedTasks {
     }
 
     /// The suspending task's side: registers `waker` for the task of `state`. The caller
-    /// reads the cancel flags after this returns.
+    /// reads the cancel flags after this returns. Registered once, at the first suspension,
+    /// and kept: a pool task is only ever polled by its own `Runnable`, whose waker is the
+    /// task's own (async-task's), so the waker never goes stale.
     pub(crate) fn register<T>(&self, state: &CancelState<T>, waker: &Waker) {
         let mut slab = self.slab.lock();
         let key = match slab.free.pop() {

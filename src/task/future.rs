@@ -42,13 +42,20 @@ pin_project! {
                 // Drop the body first: its unfinished units finish (count, release their
                 // slots) in their own `drop`, before the scope stops counting this task.
                 let _ = catch_unwind(AssertUnwindSafe(|| this.body.set(None)));
-                if *this.registered {
-                    this.meta.unregister_suspended();
-                }
-                this.meta.scope.task_finished();
+                leave_scope(this.meta, *this.registered);
             }
         }
     }
+}
+
+/// The task's body has finished (or was dropped): forget its waker if it registered one,
+/// then leave the scope. Once per task (`left_scope` guards both callers).
+#[inline]
+fn leave_scope(meta: &TaskMeta, registered: bool) {
+    if registered {
+        meta.unregister_suspended();
+    }
+    meta.scope.task_finished();
 }
 
 impl<'m, B> TaskFuture<'m, B> {
@@ -89,10 +96,7 @@ where
             };
             if let Some(result) = result {
                 *this.left_scope = true;
-                if *this.registered {
-                    meta.unregister_suspended();
-                }
-                meta.scope.task_finished();
+                leave_scope(meta, *this.registered);
                 return Poll::Ready(result);
             }
             if !*this.registered {
