@@ -158,6 +158,17 @@ pub fn rayon_map_results(
     rp.install(|| data.par_iter().map(|&x| Ok(work(x))).collect())
 }
 
+/// rayon over an owned copy of `data` (`into_par_iter`), into the bulk calls' output type:
+/// the peer that does what `batch_process` must, which takes its items by value.
+pub fn rayon_map_results_owned(
+    rp: &rayon::ThreadPool,
+    data: &[u64],
+) -> Vec<Result<u64, async_rayon::TaskError>> {
+    use rayon::prelude::*;
+    let owned = data.to_vec();
+    rp.install(|| owned.into_par_iter().map(|x| Ok(work(x))).collect())
+}
+
 /// `scope.par_map_async` over `data`.
 pub fn par_map_async(
     pool: &async_rayon::ThreadPoolInner,

@@ -575,3 +575,122 @@ fn concurrent_bulk_calls_share_a_small_pool_without_deadlock() {
     );
     assert!(peak > 1, "the calls ran concurrently (peak {peak})");
 }
+
+/// par_map_async builds futures only for admitted items: with `max_pending` 16 and 2 000
+/// items that suspend, at most 16 user futures exist at once (built and waiting ones
+/// included), every result is in input order, and every slot is given back.
+#[test]
+fn par_map_async_builds_only_what_max_pending_admits() {
+    const MAX: usize = 16;
+    let pool = pool(2, Some(MAX));
+    let scope = Scope::new(pool.clone());
+    let census = common::Census::default();
+    let items: Vec<u64> = (0..2_000).collect();
+    let c = census.clone();
+    let results = pool.block_on(scope.par_map_async(&items, move |&x| {
+        let alive = c.enter();
+        async move {
+            let _alive = alive;
+            tokio::task::yield_now().await;
+            x + 1
+        }
+    }));
+    assert_eq!(results.len(), items.len());
+    for (i, r) in results.iter().enumerate() {
+        assert_eq!(r, &Ok(i as u64 + 1), "item {i}");
+    }
+    let peak = census.peak();
+    assert!(
+        peak <= MAX,
+        "{peak} futures alive at once, max_pending is {MAX}"
+    );
+    assert!(peak > 1, "items ran concurrently (peak {peak})");
+    assert_eq!(census.live(), 0);
+    assert_eq!(pool.pending_tasks(), 0);
+    let m = pool.metrics_fast();
+    assert_eq!(m.submitted, 2_000);
+    assert_eq!(m.completed, 2_000);
+}
+
+/// A panic in par_map_async's `f` reaches the caller and gives back every slot the call
+/// held: those of the futures built and waiting, and those admitted but not built yet. The
+/// pool then runs a full call under the same `max_pending`.
+#[test]
+fn a_panic_in_par_map_async_f_gives_every_slot_back() {
+    let pool = pool(2, Some(8));
+    let scope = Scope::new(pool.clone());
+    let items: Vec<u64> = (0..500).collect();
+    let caught = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        pool.block_on(scope.par_map_async(&items, |&x| {
+            assert!(x != 100, "cannot build item 100");
+            async move {
+                tokio::task::yield_now().await;
+                x
+            }
+        }))
+    }));
+    assert!(caught.is_err(), "the panic in f reached the caller");
+    assert!(
+        eventually(Duration::from_secs(10), || pool.pending_tasks() == 0),
+        "{} slots still held after the call panicked",
+        pool.pending_tasks()
+    );
+    let again = pool.block_on(scope.par_map_async(&items, |&x| async move { x * 3 }));
+    assert!(
+        again
+            .iter()
+            .enumerate()
+            .all(|(i, r)| r == &Ok(i as u64 * 3))
+    );
+    let m = pool.metrics_fast();
+    assert_eq!(
+        m.submitted,
+        m.completed + m.cancelled,
+        "every item counted as submitted has one outcome: {m:?}"
+    );
+}
+
+/// Dropping par_map_async's future cancels what it started: the futures running and
+/// those built and waiting are dropped, their slots are given back, and each is counted
+/// once as cancelled.
+#[test]
+fn dropping_par_map_async_gives_every_slot_back() {
+    let pool = pool(2, Some(32));
+    let scope = Scope::new(pool.clone());
+    let census = common::Census::default();
+    let items: Vec<u64> = (0..10_000).collect();
+    let c = census.clone();
+    let started = pool.block_on(async {
+        let call = scope.par_map_async(&items, move |&x| {
+            let alive = c.enter();
+            async move {
+                let _alive = alive;
+                tokio::time::sleep(Duration::from_secs(3600)).await;
+                x
+            }
+        });
+        tokio::time::timeout(Duration::from_millis(100), call).await
+    });
+    assert!(started.is_err(), "the call was still running when dropped");
+    assert!(
+        eventually(Duration::from_secs(10), || pool.pending_tasks() == 0
+            && census.live() == 0),
+        "{} slots held, {} futures alive after the call was dropped",
+        pool.pending_tasks(),
+        census.live()
+    );
+    let m = pool.metrics_fast();
+    assert!(m.submitted > 0);
+    assert_eq!(m.submitted, m.cancelled, "{m:?}");
+}
+
+/// par_map_async on a pool that is shutting down refuses every item with `Shutdown`.
+#[test]
+fn par_map_async_after_shutdown_is_refused() {
+    let pool = pool(1, Some(4));
+    let scope = Scope::new(pool.clone());
+    pool.block_on(pool.shutdown());
+    let items = [1u8, 2, 3];
+    let results = pool.block_on(scope.par_map_async(&items, |&x| async move { x }));
+    assert_eq!(results, vec![Err(TaskError::Shutdown); 3]);
+}

@@ -7,26 +7,49 @@
 //! [`Guarded`](crate::task::Guarded); only items that suspend become `Guarded` units with a
 //! node in the batch's `FuturesUnordered`. Each batch writes its results straight into its
 //! range of the final vector ([`Output`]), so no result is copied after it is made.
-//! `par_map_async` builds each batch's futures just before the batch is spawned.
+//!
+//! # The feed
+//! Items wait in a [`Feed`] shared by the caller and the batches. A batch that has finished
+//! its items takes the next ones from the feed itself, so the caller starts a batch only
+//! when one ended, and is not woken per batch. A chunk added to the feed is handed to a
+//! batch whole, without a copy, when the batch takes exactly that many.
+//! - `batch_process`: the feed holds every item from the start, not yet admitted.
+//! - `par_map_async`: the caller builds the futures (its `f` need not be `Send`), only for
+//!   admitted items, and keeps the feed topped up to `ahead` of them (one batch per batch in
+//!   flight). It sleeps until the feed falls below half of that, then adds at once all the
+//!   room the finished batches gave back. Waking the caller for each batch that finished
+//!   cost a context switch per batch on the caller and on the worker that had parked.
 //!
 //! # Admission
-//! A chunk of items takes one slot per item, in one CAS when there is room, before it starts:
-//! the caller takes them before spawning a batch (waiting for room, first come first served),
-//! a batch that takes its next chunk from the feed only if there is room now. The batch gives
-//! them all back in one `fetch_sub` when the chunk's last item has finished (every item's
-//! future has been dropped by then). Outcomes are tallied per item as each finishes and added
-//! to the pool's counters once per chunk.
+//! Each item holds one slot from its admission until its future has been dropped.
+//! - `batch_process`: a chunk of items takes its slots in one CAS when there is room, before
+//!   it starts: the caller takes them before spawning a batch (waiting for room, first come
+//!   first served), a batch that takes its next chunk from the feed only if there is room now.
+//! - `par_map_async`: the caller takes the slots before it builds the futures, so futures
+//!   alive never exceed `max_pending`; half of `max_pending` goes to the batches running and
+//!   half to the futures built ahead (see `par_map_async`'s batch size).
+//!
+//! The batch gives a chunk's slots back in one `fetch_sub` when the chunk's last item has
+//! finished (every item's future has been dropped by then). Outcomes are tallied per item as
+//! each finishes and added to the pool's counters once per chunk.
 
-use std::future::Future;
+use std::collections::VecDeque;
+use std::future::{Future, poll_fn};
+use std::pin::pin;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::Relaxed;
+use std::task::Poll;
 
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
+use futures::task::AtomicWaker;
 
 use super::Scope;
 use super::carrier::BatchBody;
 use super::output::{OutRange, Output};
-use crate::error::TaskError;
+use crate::error::{SpawnError, TaskError};
+use crate::metrics::Outcome;
 use crate::registry::Shared;
 use crate::sync::Mutex;
 use crate::task::{self, TaskHandle};
@@ -163,23 +186,20 @@ impl Scope {
         let n = items.len();
         let size = self.batch_size(n, concurrent, options.batch_size);
         let out = Output::new(n);
-        let feed = Arc::new(Feed {
-            rest: Mutex::new(items.into_iter()),
-            out: out.clone(),
-            size,
-        });
-        self.run_batches(out, size, concurrent, feed, f).await
+        let feed = Feed::new(&self.shared.pool, items, out.clone(), size, 0);
+        self.run_batches(out, concurrent, feed, Prebuilt, f).await
     }
 
     /// Runs `f` on every element of `items` concurrently on the pool and returns the results
     /// in input order: the async counterpart of rayon's `par_iter().map()`.
     ///
     /// `f` is called on the calling thread to build each item's future (so the future must
-    /// own what it needs: it is `'static`), one batch at a time, just before the batch is
-    /// spawned: at most a few batches of futures exist at once, however long `items` is.
-    /// The futures run in batches as in [`batch_process`](Self::batch_process), with one
-    /// batch in flight per worker and one spare. A panic in `f` propagates to the caller
-    /// (and cancels the batches in flight), as in an iterator's `map`.
+    /// own what it needs: it is `'static`), ahead of the batches that run them: about one
+    /// batch per batch in flight is built and waiting, however long `items` is, and only
+    /// for items admitted under `max_pending`. The futures run in batches as in
+    /// [`batch_process`](Self::batch_process), with one batch in flight per worker and one
+    /// spare. A panic in `f` propagates to the caller (and cancels the batches in flight),
+    /// as in an iterator's `map`.
     ///
     /// ```
     /// use async_rayon::{Config, Scope, ThreadPoolInner};
@@ -199,14 +219,18 @@ impl Scope {
         R: Send + 'static,
     {
         let concurrent = self.pool.num_threads() + 1;
-        let size = self.batch_size(items.len(), concurrent, None);
+        // Half of `max_pending` for the batches running, half for the futures built ahead.
+        let size = self.batch_size(items.len(), 2 * concurrent, None);
         let out = Output::new(items.len());
-        let source = Built {
-            rest: items,
-            f,
-            out: out.clone(),
-        };
-        self.run_batches(out, size, concurrent, source, std::convert::identity)
+        let feed = Feed::new(
+            &self.shared.pool,
+            Vec::new(),
+            out.clone(),
+            size,
+            size * concurrent,
+        );
+        let builder = Builder { rest: items, f };
+        self.run_batches(out, concurrent, feed, builder, std::convert::identity)
             .await
     }
 
@@ -220,21 +244,22 @@ impl Scope {
         }
     }
 
-    /// The engine of the bulk calls: the items of `source` cut into batches of up to
-    /// `size`, at most `concurrent` batches in flight, each one pool task ([`BatchBody`])
-    /// applying `f` to its items and writing their results into its range of `out`.
+    /// The engine of the bulk calls: the items of `feed` (and those `more` adds to it) cut
+    /// into batches of up to `feed.size`, at most `concurrent` batches in flight, each one
+    /// pool task ([`BatchBody`]) applying `f` to its items and writing their results into
+    /// its range of `out`.
     ///
-    /// The caller admits and spawns batches until `concurrent` are in flight, then waits for
-    /// one to finish. With a [`Feed`] source, a batch that finishes its items takes the next
-    /// ones itself while the pool has room, so the caller is woken about once per
-    /// `concurrent` batches rather than once per batch, and the items are cut on the
-    /// workers.
+    /// The caller starts batches for the waiting items until `concurrent` are in flight
+    /// (admitting them first unless the feed holds admitted items), then waits for a batch
+    /// to end, or, with items still to add, for the feed to run low and then for room to
+    /// add more. A batch that finishes its items takes the next ones itself, so the caller
+    /// is woken only when a batch ended or the feed needs more.
     async fn run_batches<X, F, Fut>(
         &self,
         out: Arc<Output<Fut::Output>>,
-        size: usize,
         concurrent: usize,
-        mut source: impl Source<X, Fut::Output>,
+        feed: Arc<Feed<X, Fut::Output>>,
+        mut more: impl MoreItems<X>,
         f: F,
     ) -> Vec<Result<Fut::Output, TaskError>>
     where
@@ -246,28 +271,33 @@ impl Scope {
         let pool = &self.shared.pool;
         let f = Arc::new(f);
         let mut in_flight = CancelOnDrop(FuturesUnordered::new());
+        // Items never added because admission refused them, and why: their slots of the
+        // output follow those of the items in the feed, so they are filled last.
+        let mut refused = None;
         loop {
-            while in_flight.0.len() < concurrent {
-                let want = size.min(source.remaining());
-                if want == 0 {
-                    break;
-                }
-                // As many slots as are free, at least one: a smaller batch now rather than
-                // holding slots while waiting for more (admission.rs, "No hold-and-wait").
-                let got = match self.shared.admit_up_to(want).await {
-                    Ok(got) => got,
-                    Err(e) => {
-                        // Shutdown began or the scope was closed: every item not started
-                        // yet is refused.
-                        source.refuse_rest(&e.into());
-                        break;
+            while in_flight.0.len() < concurrent && feed.remaining() > 0 {
+                let taken = if feed.admitted {
+                    feed.take(feed.size)
+                } else {
+                    // As many slots as are free, at least one: a smaller batch now rather
+                    // than holding slots while waiting for more (admission.rs, "No
+                    // hold-and-wait").
+                    let want = feed.size.min(feed.remaining());
+                    match self.shared.admit_up_to(want).await {
+                        // The batches in flight may have taken items meanwhile.
+                        Ok(got) => take_admitted(pool, &feed, got),
+                        Err(e) => {
+                            // Shutdown began or the scope was closed: every item not
+                            // started yet is refused.
+                            feed.refuse_rest(&e.into());
+                            None
+                        }
                     }
                 };
-                // The batches in flight may have taken items meanwhile.
-                let Some((chunk, range)) = take_admitted(pool, &mut source, got) else {
+                let Some((chunk, range)) = taken else {
                     break;
                 };
-                let (f, feed) = (f.clone(), source.feed());
+                let (f, feed) = (f.clone(), feed.clone());
                 // SAFETY: `BatchBody` keeps `meta` in a field and lends it only to the
                 // `Guarded` items it owns and drops before itself; nothing of it outlives the
                 // body.
@@ -278,13 +308,84 @@ impl Scope {
                 };
                 in_flight.0.push(handle);
             }
-            // A batch task fails as a whole only if this crate's own code panicked; its
-            // items not written by then read `Cancelled` (see `OutRange`).
-            if in_flight.0.next().await.is_none() {
+            if in_flight.0.is_empty() && feed.remaining() == 0 && more.remaining() == 0 {
                 break;
             }
+            // Besides a batch ending, what the caller waits for. Room for more items is
+            // waited for together with the batches: a batch that ended while this call
+            // holds slots for items in the feed must be replaced, or those items would wait
+            // for a batch while this call waits for their slots.
+            let mut wait = Wait::Nothing;
+            if more.remaining() > 0 {
+                if feed.wants_more() {
+                    let want = more.remaining().min(feed.ahead - feed.remaining());
+                    // Whatever room there is now, without queueing: the batches give their
+                    // slots back one by one, and the caller adds them together when the
+                    // feed runs low rather than being woken by each release.
+                    match self.shared.try_admit_up_to(want) {
+                        Ok(got) => {
+                            more.add(&feed, got);
+                            continue;
+                        }
+                        Err(SpawnError::Full) if feed.remaining() >= feed.size => {
+                            wait = Wait::Below(feed.size);
+                        }
+                        Err(SpawnError::Full) => wait = Wait::Room(want),
+                        Err(e) => {
+                            refused = Some((TaskError::from(e), more.take_rest()));
+                            continue;
+                        }
+                    }
+                } else {
+                    wait = Wait::Below(feed.ahead.div_ceil(2));
+                }
+            }
+            let mut admit = pin!(async {
+                match wait {
+                    Wait::Room(want) => self.shared.admit_up_to(want).await,
+                    _ => std::future::pending().await,
+                }
+            });
+            if let Wait::Below(n) = wait {
+                feed.low.store(n, Relaxed);
+            }
+            let event = poll_fn(|cx| {
+                match wait {
+                    Wait::Room(_) => {
+                        if let Poll::Ready(r) = admit.as_mut().poll(cx) {
+                            return Poll::Ready(Event::Admitted(r));
+                        }
+                    }
+                    Wait::Below(n) => {
+                        // Registered before the check, so a batch that takes the feed below
+                        // `n` after the check wakes this task.
+                        feed.caller.register(cx.waker());
+                        if feed.remaining() < n {
+                            return Poll::Ready(Event::Low);
+                        }
+                    }
+                    Wait::Nothing => {}
+                }
+                // A batch task fails as a whole only if this crate's own code panicked;
+                // its items not written by then read `Cancelled` (see `OutRange`).
+                match in_flight.0.poll_next_unpin(cx) {
+                    Poll::Ready(Some(_)) => Poll::Ready(Event::BatchEnded),
+                    // No batch in flight: only room for more items can be waited for (with
+                    // items waiting, a batch would have been started above).
+                    Poll::Ready(None) | Poll::Pending => Poll::Pending,
+                }
+            })
+            .await;
+            match event {
+                Event::Admitted(Ok(got)) => more.add(&feed, got),
+                Event::Admitted(Err(e)) => refused = Some((TaskError::from(e), more.take_rest())),
+                Event::Low | Event::BatchEnded => {}
+            }
         }
-        drop(source);
+        drop(feed);
+        if let Some((err, n)) = refused {
+            out.range(n).fill(&err);
+        }
         // Every range was handed out and every batch task has finished, and a task's body
         // (holding its range) is dropped before its handle resolves.
         match out.into_vec() {
@@ -294,15 +395,36 @@ impl Scope {
     }
 }
 
-/// Takes up to `want` items from `source` for which `want` admission slots are already held:
+/// What the caller of [`Scope::run_batches`] waits for, besides a batch ending.
+#[derive(Clone, Copy)]
+enum Wait {
+    /// Room in the pool for up to this many more items.
+    Room(usize),
+    /// Fewer than this many items waiting in the feed.
+    Below(usize),
+    /// Only a batch ending.
+    Nothing,
+}
+
+/// What the caller of [`Scope::run_batches`] was woken for.
+enum Event {
+    /// Room for more items (or the reason there will be none).
+    Admitted(Result<usize, SpawnError>),
+    /// The feed ran low.
+    Low,
+    /// A batch ended.
+    BatchEnded,
+}
+
+/// Takes up to `want` items from `feed` for which `want` admission slots are already held:
 /// gives back the slots of the items it did not get (others may have taken them) and counts
 /// the items it got as submitted. Used by the caller and by a batch refilling itself.
 pub(super) fn take_admitted<X, R>(
     pool: &Arc<Shared>,
-    source: &mut impl Source<X, R>,
+    feed: &Feed<X, R>,
     want: usize,
-) -> Option<(Vec<X>, OutRange<R>)> {
-    let taken = source.take(want);
+) -> Option<(std::vec::IntoIter<X>, OutRange<R>)> {
+    let taken = feed.take(want);
     let got = taken.as_ref().map_or(0, |(chunk, _)| chunk.len());
     pool.admission.release_many(want - got);
     if got > 0 {
@@ -312,89 +434,229 @@ pub(super) fn take_admitted<X, R>(
     taken
 }
 
-/// Where a bulk call's batches get their items, each chunk with its range of the output
-/// (handed out in input order).
-pub(super) trait Source<X, R> {
-    /// Items not given to a batch yet.
-    fn remaining(&self) -> usize;
-    /// Up to `len` items and their output range; `None` when no item is left.
-    fn take(&mut self, len: usize) -> Option<(Vec<X>, OutRange<R>)>;
-    /// Every item left is refused with `err`: its slot gets the error, it never starts.
-    fn refuse_rest(&mut self, err: &TaskError);
-    /// The items, if batches may take more of them themselves.
-    fn feed(&self) -> Option<Arc<Feed<X, R>>>;
-}
-
-/// `batch_process`'s items, shared by the caller and the batches: whoever takes items
-/// takes their output range with them, under one lock, so ranges follow input order.
+/// A bulk call's items not handed to a batch yet, shared by the caller and the batches:
+/// whoever takes items takes their output range with them, under one lock, so ranges
+/// follow input order.
 pub(crate) struct Feed<T, R> {
-    rest: Mutex<std::vec::IntoIter<T>>,
+    pool: Arc<Shared>,
+    rest: Mutex<Waiting<T>>,
     out: Arc<Output<R>>,
     /// Items a batch takes at a time.
     pub(super) size: usize,
+    /// The items waiting already hold their admission slots (`par_map_async`: the caller
+    /// admits before it builds), rather than being admitted as batches take them.
+    pub(super) admitted: bool,
+    /// The caller adds items while fewer than half of this many are waiting, up to this
+    /// many (0 for a feed that is never added to).
+    ahead: usize,
+    /// A take that leaves fewer than this many items waiting wakes `caller`. Written by the
+    /// caller before it checks the count under the lock, read by takers under the lock.
+    low: AtomicUsize,
+    /// The caller, when it has more items to add.
+    caller: AtomicWaker,
 }
 
-impl<T, R> Source<T, R> for Arc<Feed<T, R>> {
-    fn remaining(&self) -> usize {
-        self.rest.lock().len()
+/// The items waiting in a [`Feed`], in input order, in the chunks they were added in.
+struct Waiting<T> {
+    chunks: VecDeque<std::vec::IntoIter<T>>,
+    /// Items in `chunks`.
+    len: usize,
+}
+
+impl<T> Waiting<T> {
+    /// The first `len` items (at most `self.len`). A whole chunk moves without a copy.
+    fn take(&mut self, len: usize) -> std::vec::IntoIter<T> {
+        self.len -= len;
+        let Some(front) = self.chunks.front_mut() else {
+            return Vec::new().into_iter();
+        };
+        if front.len() == len {
+            return self.chunks.pop_front().unwrap_or_default();
+        }
+        let mut taken = Vec::with_capacity(len);
+        while taken.len() < len {
+            let Some(front) = self.chunks.front_mut() else {
+                break;
+            };
+            taken.extend(front.by_ref().take(len - taken.len()));
+            if front.len() == 0 {
+                self.chunks.pop_front();
+            }
+        }
+        taken.into_iter()
+    }
+}
+
+impl<T, R> Feed<T, R> {
+    /// A feed of `items` (not admitted yet) or, with `ahead > 0`, an empty feed of admitted
+    /// items kept topped up to `ahead` by the caller.
+    fn new(
+        pool: &Arc<Shared>,
+        items: Vec<T>,
+        out: Arc<Output<R>>,
+        size: usize,
+        ahead: usize,
+    ) -> Arc<Self> {
+        let len = items.len();
+        let chunks = if len == 0 {
+            VecDeque::new()
+        } else {
+            VecDeque::from([items.into_iter()])
+        };
+        Arc::new(Feed {
+            pool: pool.clone(),
+            rest: Mutex::new(Waiting { chunks, len }),
+            out,
+            size,
+            admitted: ahead > 0,
+            ahead,
+            low: AtomicUsize::new(0),
+            caller: AtomicWaker::new(),
+        })
     }
 
-    fn take(&mut self, len: usize) -> Option<(Vec<T>, OutRange<R>)> {
+    /// Items waiting.
+    pub(super) fn remaining(&self) -> usize {
+        self.rest.lock().len
+    }
+
+    /// Fewer than half of `ahead` items are waiting.
+    fn wants_more(&self) -> bool {
+        self.remaining() < self.ahead.div_ceil(2)
+    }
+
+    /// Up to `len` items and their output range; `None` when no item is left. Wakes the
+    /// caller if this leaves fewer than `low` items waiting.
+    pub(super) fn take(&self, len: usize) -> Option<(std::vec::IntoIter<T>, OutRange<R>)> {
         let mut rest = self.rest.lock();
-        let len = len.min(rest.len());
+        let len = len.min(rest.len);
         if len == 0 {
             return None;
         }
-        let chunk = rest.by_ref().take(len).collect();
-        Some((chunk, self.out.range(len)))
+        let chunk = rest.take(len);
+        let range = self.out.range(len);
+        let low = rest.len < self.low.load(Relaxed);
+        drop(rest);
+        if low {
+            self.caller.wake();
+        }
+        Some((chunk, range))
     }
 
-    fn refuse_rest(&mut self, err: &TaskError) {
+    /// Adds a chunk of admitted items at the back and counts them as submitted.
+    fn push(&self, chunk: Vec<T>) {
+        if chunk.is_empty() {
+            return;
+        }
+        let n = chunk.len();
         let mut rest = self.rest.lock();
-        let left = std::mem::take(&mut *rest);
-        self.out.range(left.len()).fill(err);
+        rest.len += n;
+        rest.chunks.push_back(chunk.into_iter());
+        drop(rest);
+        let worker = self.pool.counter_row();
+        self.pool.counters.submitted_n(worker, n as u64);
+    }
+
+    /// Every item waiting (none of which was admitted) is refused with `err`: its slot gets
+    /// the error, it never starts.
+    fn refuse_rest(&self, err: &TaskError) {
+        debug_assert!(
+            !self.admitted,
+            "admitted items run or are cancelled, never refused"
+        );
+        let mut rest = self.rest.lock();
+        let left = std::mem::take(&mut rest.chunks);
+        self.out.range(rest.len).fill(err);
+        rest.len = 0;
         drop(rest);
         drop(left);
     }
+}
 
-    fn feed(&self) -> Option<Arc<Feed<T, R>>> {
-        Some(self.clone())
+impl<T, R> Drop for Feed<T, R> {
+    /// Admitted items still waiting when the call and its batches are gone count as
+    /// cancelled, and their slots are given back. Cancelled batches drain the feed (see
+    /// `BatchBody::refill`), so this is reached only when batch tasks were dropped without
+    /// running to the end, as a pool's queue is when it is dropped.
+    fn drop(&mut self) {
+        let mut rest = self.rest.lock();
+        let left = std::mem::take(&mut rest.len);
+        let items = std::mem::take(&mut rest.chunks);
+        drop(rest);
+        if !self.admitted || left == 0 {
+            return;
+        }
+        let worker = self.pool.counter_row();
+        self.pool
+            .counters
+            .record_n(worker, Outcome::Cancelled, left as u64);
+        // The slots are given back once the futures are dropped, even if one panics.
+        let _held = HeldSlots(&self.pool, left);
+        drop(items);
     }
 }
 
-/// `par_map_async`'s items: futures built by the caller's `f`, one batch at a time.
-struct Built<'a, T, G, R> {
-    rest: &'a [T],
-    f: G,
-    out: Arc<Output<R>>,
+/// Items a bulk call adds to its feed once they are admitted.
+trait MoreItems<T> {
+    /// Items not added yet.
+    fn remaining(&self) -> usize;
+    /// Adds the next `n` items (at most `remaining`) to `feed`; their slots are held.
+    fn add<R>(&mut self, feed: &Feed<T, R>, n: usize);
+    /// Gives up the items not added yet; returns how many there were.
+    fn take_rest(&mut self) -> usize;
 }
 
-impl<T, G, Fut> Source<Fut, Fut::Output> for Built<'_, T, G, Fut::Output>
+/// `batch_process`'s feed holds every item from the start.
+struct Prebuilt;
+
+impl<T> MoreItems<T> for Prebuilt {
+    fn remaining(&self) -> usize {
+        0
+    }
+    fn add<R>(&mut self, _: &Feed<T, R>, _: usize) {}
+    fn take_rest(&mut self) -> usize {
+        0
+    }
+}
+
+/// `par_map_async`'s items: futures built by the caller's `f` as they are admitted.
+struct Builder<'a, T, G> {
+    rest: &'a [T],
+    f: G,
+}
+
+impl<T, G, Fut> MoreItems<Fut> for Builder<'_, T, G>
 where
     G: Fn(&T) -> Fut,
-    Fut: Future,
 {
     fn remaining(&self) -> usize {
         self.rest.len()
     }
 
-    fn take(&mut self, len: usize) -> Option<(Vec<Fut>, OutRange<Fut::Output>)> {
-        let len = len.min(self.rest.len());
-        if len == 0 {
-            return None;
-        }
-        let (chunk, tail) = self.rest.split_at(len);
+    fn add<R>(&mut self, feed: &Feed<Fut, R>, n: usize) {
+        let (now, tail) = self.rest.split_at(n.min(self.rest.len()));
         self.rest = tail;
-        Some((chunk.iter().map(&self.f).collect(), self.out.range(len)))
+        // The slots of the items not in the feed yet, given back if `f` panics.
+        let mut unbuilt = HeldSlots(&feed.pool, n);
+        // Built outside the feed's lock (`f` is the user's code), a batch at a time so
+        // that batches see the first ones early and take each as it is.
+        for part in now.chunks(feed.size.max(1)) {
+            feed.push(part.iter().map(&self.f).collect());
+            unbuilt.1 -= part.len();
+        }
     }
 
-    fn refuse_rest(&mut self, err: &TaskError) {
-        self.out.range(self.rest.len()).fill(err);
-        self.rest = &[];
+    fn take_rest(&mut self) -> usize {
+        std::mem::take(&mut self.rest).len()
     }
+}
 
-    fn feed(&self) -> Option<Arc<Feed<Fut, Fut::Output>>> {
-        None
+/// Admission slots given back when this is dropped.
+struct HeldSlots<'a>(&'a Shared, usize);
+
+impl Drop for HeldSlots<'_> {
+    fn drop(&mut self) {
+        self.0.admission.release_many(self.1);
     }
 }
 

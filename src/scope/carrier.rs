@@ -5,8 +5,8 @@
 //! that finishes there costs no allocation of its own. An item that suspends keeps its box
 //! and becomes a full [`Guarded`] unit ([`Suspended`]) in the batch's `FuturesUnordered`.
 //! Results go straight into the batch's range of the output; outcomes are tallied and
-//! flushed, and the chunk's admission slots released, once per chunk. With a [`Feed`], a
-//! carrier whose chunk is done takes the next one itself while the pool has room
+//! flushed, and the chunk's admission slots released, once per chunk. A carrier whose chunk
+//! is done takes the next one from the [`Feed`] itself while the pool has room
 //! ([`BatchBody::refill`]). How batches are cut, admitted and spawned is in `batch.rs`.
 
 use std::future::Future;
@@ -18,7 +18,7 @@ use std::task::{Context, Poll};
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
-use super::batch::{Feed, Source, take_admitted};
+use super::batch::{Feed, take_admitted};
 use super::output::OutRange;
 use crate::error::TaskError;
 use crate::metrics::Outcome;
@@ -79,8 +79,8 @@ pub(crate) struct BatchBody<'m, T, F, Fut: Future> {
     tally: [u64; 4],
     /// Admission slots this batch holds, released when it finishes or is dropped.
     slots: usize,
-    /// Where to take more items when these are done (`batch_process`), if any.
-    feed: Option<Arc<Feed<T, Fut::Output>>>,
+    /// Where to take more items when these are done.
+    feed: Arc<Feed<T, Fut::Output>>,
 }
 
 // Nothing in a batch body is pinned in place (pinned items live in boxes), so moving it is
@@ -94,15 +94,15 @@ where
 {
     pub(super) fn new(
         meta: &'m TaskMeta,
-        chunk: Vec<T>,
+        chunk: std::vec::IntoIter<T>,
         f: Arc<F>,
         out: OutRange<Fut::Output>,
-        feed: Option<Arc<Feed<T, Fut::Output>>>,
+        feed: Arc<Feed<T, Fut::Output>>,
     ) -> Self {
         let n = chunk.len();
         BatchBody {
             meta,
-            items: chunk.into_iter(),
+            items: chunk,
             f,
             out,
             spare: None,
@@ -206,27 +206,33 @@ where
 }
 
 impl<T, F, Fut: Future> BatchBody<'_, T, F, Fut> {
-    /// Takes the next items from the feed, as many as the pool has room for now, up to a
-    /// batch (never waits: if it is full, or others wait for room, this batch finishes and
-    /// the caller waits in the queue instead). Call
-    /// after `settle`. True if there are new items to run.
-    fn refill(&mut self) -> bool {
-        let Some(feed) = &mut self.feed else {
-            return false;
+    /// Takes the next items from the feed, up to a batch, and tells whether there are any.
+    /// Call after `settle`.
+    ///
+    /// Items that still need admission are taken as many as the pool has room for now,
+    /// and not at all once the batch is cancelled: this never waits (if the pool is full,
+    /// or others wait for room, this batch finishes and the caller waits in the queue
+    /// instead). Admitted items are taken even when cancelled, to be finished as
+    /// `Cancelled` at once: their slots are held, and the caller may be waiting for them.
+    fn refill(&mut self, cancelled: bool) -> bool {
+        let feed = &*self.feed;
+        let taken = if feed.admitted {
+            feed.take(feed.size)
+        } else {
+            let want = feed.size.min(feed.remaining());
+            if cancelled || want == 0 {
+                return false;
+            }
+            let Ok(got) = self.meta.scope.try_admit_up_to(want) else {
+                return false;
+            };
+            take_admitted(self.meta.pool(), feed, got)
         };
-        let pool = self.meta.pool();
-        let want = feed.size.min(feed.remaining());
-        if want == 0 {
-            return false;
-        }
-        let Ok(got) = self.meta.scope.try_admit_up_to(want) else {
-            return false;
-        };
-        let Some((chunk, range)) = take_admitted(pool, feed, got) else {
+        let Some((chunk, range)) = taken else {
             return false;
         };
         self.slots = chunk.len();
-        self.items = chunk.into_iter();
+        self.items = chunk;
         self.out = range; // the old range is full: dropping it writes nothing
         true
     }
@@ -290,7 +296,7 @@ where
             return Poll::Pending;
         }
         this.settle(0);
-        if !cancel.requested() && this.refill() {
+        if this.refill(cancel.requested()) {
             // Go round the run queue before the next items, as a task that yields does.
             cx.waker().wake_by_ref();
             return Poll::Pending;
