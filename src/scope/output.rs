@@ -189,11 +189,65 @@ impl<R> OutRange<R> {
         *slot = value;
     }
 
+    /// A cursor that writes the next slots in a row, keeping the range's position in
+    /// locals; the count of slots written is stored back when it is dropped.
+    #[inline]
+    pub(crate) fn cursor(&mut self) -> Cursor<'_, R> {
+        // SAFETY: `start <= out.len`, so the pointer stays inside (or one past) the
+        // allocation.
+        let base = unsafe { self.out.slots.add(self.start) };
+        Cursor {
+            base,
+            written: self.written,
+            len: self.len,
+            range: self,
+        }
+    }
+
     /// Fills the slots not written yet with `err`.
     pub(crate) fn fill(&mut self, err: &TaskError) {
         while self.written < self.len {
             self.push(Err(err.clone()));
         }
+    }
+}
+
+/// Writes an [`OutRange`]'s next slots; see [`OutRange::cursor`].
+pub(crate) struct Cursor<'a, R> {
+    range: &'a mut OutRange<R>,
+    /// The range's first slot.
+    base: NonNull<MaybeUninit<Result<R, TaskError>>>,
+    /// Slots `[0, written)` of the range are initialized.
+    written: usize,
+    len: usize,
+}
+
+impl<R> Cursor<'_, R> {
+    /// Slots initialized so far: the index the next [`push`](Self::push) writes.
+    #[inline]
+    pub(crate) fn written(&self) -> usize {
+        self.written
+    }
+
+    /// Initializes the next slot with `value`.
+    ///
+    /// # Panics
+    /// If the range is full (a bug in the batch).
+    #[inline]
+    pub(crate) fn push(&mut self, value: Result<R, TaskError>) {
+        assert!(self.written < self.len, "Cursor::push: range is full");
+        // SAFETY: as in `OutRange::push`: the slot is inside the range, which owns it, and
+        // not initialized yet. The range itself is borrowed by this cursor, so nothing else
+        // writes its slots meanwhile.
+        unsafe { self.base.add(self.written).write(MaybeUninit::new(value)) };
+        self.written += 1;
+    }
+}
+
+impl<R> Drop for Cursor<'_, R> {
+    /// Stores the count back, also when unwinding: the slots written stay accounted for.
+    fn drop(&mut self) {
+        self.range.written = self.written;
     }
 }
 
@@ -285,6 +339,34 @@ mod tests {
         drop(out); // the caller went away; slots 4..10 were never handed out
         later.join().expect("thread");
         assert_eq!(DROPS.load(Ordering::SeqCst), 3);
+    }
+
+    /// A cursor's writes count as the range's: a slot it wrote can be replaced with `set`
+    /// afterwards, and the range fills only the slots after them when dropped.
+    #[test]
+    fn a_cursor_writes_for_its_range() {
+        let out = Output::<String>::new(4);
+        let mut r = out.range(4);
+        r.push(Ok("a".into()));
+        {
+            let mut c = r.cursor();
+            assert_eq!(c.written(), 1);
+            c.push(Ok("b".into()));
+            c.push(Err(TaskError::Cancelled)); // placeholder
+        }
+        assert_eq!(r.written(), 3);
+        r.set(2, Ok("c".into()));
+        drop(r);
+        let v = out.into_vec().ok().expect("sole owner");
+        assert_eq!(
+            v,
+            vec![
+                Ok("a".into()),
+                Ok("b".into()),
+                Ok("c".into()),
+                Err(TaskError::Cancelled)
+            ]
+        );
     }
 
     #[test]
