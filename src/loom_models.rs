@@ -237,9 +237,9 @@ fn loom_park_vs_push_no_lost_wakeup() {
                     continue; // look once more as a searcher
                 }
             }
-            let last = idle.transition_worker_to_parked(0, searching);
+            idle.transition_worker_to_parked(0, searching);
             fence(SeqCst);
-            if last && !queue.is_empty() && idle.worker_to_notify().is_some() {
+            if !queue.is_empty() && idle.worker_to_notify().is_some() {
                 parker.unpark();
             }
             parker.park();
@@ -248,6 +248,66 @@ fn loom_park_vs_push_no_lost_wakeup() {
         }
         assert!(queue.is_empty(), "the task was taken");
         pusher.join().expect("pusher");
+    });
+}
+
+/// A searcher that finds a batch races a worker that parks without searching
+/// (`WorkerContext::park`). Worker 1, the only searcher (so worker 0 may not search: at most
+/// half of the workers do), moves a task to its own deque, as a batch steal does, leaves the
+/// search and, as the last searcher, wakes a sleeper; then it is busy with the task it kept
+/// (here it takes nothing more). Worker 0 found nothing: it tries to search, and parks. Worker
+/// 0 takes the moved task. A parking worker used to re-check the queues only if it was the
+/// last searcher; then loom finds worker 0 asleep with the task on worker 1's deque (worker
+/// 1's wake-up looked for sleepers before worker 0 joined them).
+#[test]
+fn loom_found_batch_vs_park_without_searching() {
+    loom::model(|| {
+        let idle = Arc::new(Idle::new(2, 2));
+        let deque = Arc::new(LockFreeQueue {
+            items: AtomicUsize::new(0),
+        });
+        let parker = Arc::new(Parker {
+            token: Mutex::new(false),
+            cv: Condvar::new(),
+        });
+        assert!(idle.transition_worker_to_searching(), "worker 1 searches");
+        let searcher = {
+            let (idle, deque, parker) = (idle.clone(), deque.clone(), parker.clone());
+            thread::spawn(move || {
+                deque.push();
+                if idle.transition_worker_from_searching()
+                    && let Some(i) = idle.worker_to_notify()
+                {
+                    assert_eq!(i, 0, "only worker 0 sleeps");
+                    parker.unpark();
+                }
+            })
+        };
+        // Worker 0's loop, from a task just finished (not searching).
+        let mut searching = false;
+        loop {
+            if deque.pop() {
+                if searching && idle.transition_worker_from_searching() {
+                    let _ = idle.worker_to_notify(); // nobody else to wake here
+                }
+                break;
+            }
+            if !searching {
+                searching = idle.transition_worker_to_searching();
+                if searching {
+                    continue;
+                }
+            }
+            idle.transition_worker_to_parked(0, searching);
+            fence(SeqCst);
+            if !deque.is_empty() && idle.worker_to_notify().is_some() {
+                parker.unpark();
+            }
+            parker.park();
+            searching = true;
+        }
+        searcher.join().expect("searcher");
+        assert!(deque.is_empty(), "worker 0 took the task");
     });
 }
 
@@ -303,10 +363,10 @@ fn loom_lane_push_vs_park_no_lost_wakeup() {
                     continue;
                 }
             }
-            let last = idle.transition_worker_to_parked(0, searching);
+            idle.transition_worker_to_parked(0, searching);
             fence(SeqCst);
             let has_work = !normal.is_empty() || !high.is_empty();
-            if last && has_work && idle.worker_to_notify().is_some() {
+            if has_work && idle.worker_to_notify().is_some() {
                 parker.unpark();
             }
             parker.park();
@@ -388,10 +448,10 @@ fn loom_retire_vs_push_and_steal() {
                                 continue;
                             }
                         }
-                        let last = idle.transition_worker_to_parked(1, searching);
+                        idle.transition_worker_to_parked(1, searching);
                         fence(SeqCst);
                         let has_work = !injector.is_empty() || !local.is_empty();
-                        if last && has_work {
+                        if has_work {
                             notify(&idle, &parker);
                         }
                         parker.park();

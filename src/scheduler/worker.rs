@@ -289,10 +289,20 @@ impl WorkerContext {
         }
     }
 
+    /// A task from the injector, with a batch more moved to this worker's deque. Peers may
+    /// steal from the batch: as for a local push, wake one if nobody is searching, or the
+    /// batch could wait behind a long task here while a peer sleeps.
     fn pop_injector(&self) -> Option<Runnable> {
+        let sched = &self.pool.sched;
         loop {
-            match self.pool.sched.injector.steal_batch_and_pop(&self.local) {
-                Steal::Success(r) => return Some(r),
+            match sched.injector.steal_batch_and_pop(&self.local) {
+                Steal::Success(r) => {
+                    if sched.stealing && !self.local.is_empty() {
+                        fence(SeqCst);
+                        sched.notify_one();
+                    }
+                    return Some(r);
+                }
                 Steal::Empty => return None,
                 Steal::Retry => continue,
             }
@@ -382,13 +392,14 @@ impl WorkerContext {
         if let Some(batch) = gathered {
             sched.reclaim.defer(batch);
         }
-        let was_last_searcher = sched
+        sched
             .idle
             .transition_worker_to_parked(self.index, *searching);
         *searching = false;
         fence(SeqCst);
-        if was_last_searcher && sched.has_work() {
-            // A push may have seen us searching and left the wake-up to us.
+        if sched.has_work() {
+            // A push may have seen us searching and left the wake-up to us, or a searcher
+            // that found a batch may have looked for sleepers before we joined them.
             sched.notify_one();
         }
         if sched.retire_requested() {
