@@ -1,7 +1,7 @@
 //! The run queues: crossbeam-deque, or a `Mutex<VecDeque>` stand-in under Miri and loom.
 //!
 //! crossbeam-deque's epoch GC casts integers to pointers, which Miri's strict-provenance mode
-//! rejects, and it cannot run under loom. Those builds use [`mutex_deque`], which offers the
+//! rejects, and it cannot run under loom. Those builds use `mutex_deque` (below), which offers the
 //! same API subset with the same semantics (a FIFO owner queue, stealing from the other end,
 //! batch steals that move part of a queue), so the scheduler's own protocols are what the
 //! checkers exercise. crossbeam is model- and Miri-checked upstream.
