@@ -197,6 +197,42 @@ impl LockFreeQueue {
     }
 }
 
+/// A worker's step when it found no task, as `WorkerContext::run` and `WorkerContext::park`
+/// take it: start searching if at most half would then search (and return, to look again);
+/// otherwise join the sleepers, `fence(SeqCst)`, re-check the queues with `has_work` and
+/// `notify` if anything is there (searching or not), then `park`. The worker is searching
+/// when this returns after a park: its notifier counted it so. Every model of the park
+/// protocol goes through this one step.
+fn idle_step(
+    idle: &Idle,
+    worker: usize,
+    searching: &mut bool,
+    has_work: impl Fn() -> bool,
+    notify: impl Fn(),
+    park: impl Fn(),
+) {
+    if !*searching {
+        *searching = idle.transition_worker_to_searching();
+        if *searching {
+            return; // look once more as a searcher
+        }
+    }
+    idle.transition_worker_to_parked(worker, *searching);
+    fence(SeqCst);
+    if has_work() {
+        notify();
+    }
+    park();
+    *searching = true;
+}
+
+/// `notify` for a model with one sleeper that can be woken: wakes it if `Idle` says to.
+fn notify_the_sleeper(idle: &Idle, parker: &Parker) {
+    if idle.worker_to_notify().is_some() {
+        parker.unpark();
+    }
+}
+
 /// Park/unpark against a push (`scheduler/README.md`): the worker's loop and the pusher's
 /// notify, over the real `Idle` and a queue without a lock. A worker that finds the queue
 /// empty and parks is always woken for a task pushed concurrently (loom reports a deadlock
@@ -231,20 +267,14 @@ fn loom_park_vs_push_no_lost_wakeup() {
                 }
                 break;
             }
-            if !searching {
-                searching = idle.transition_worker_to_searching();
-                if searching {
-                    continue; // look once more as a searcher
-                }
-            }
-            idle.transition_worker_to_parked(0, searching);
-            fence(SeqCst);
-            if !queue.is_empty() && idle.worker_to_notify().is_some() {
-                parker.unpark();
-            }
-            parker.park();
-            // Woken by a notifier, which counted this worker as searching.
-            searching = true;
+            idle_step(
+                &idle,
+                0,
+                &mut searching,
+                || !queue.is_empty(),
+                || notify_the_sleeper(&idle, &parker),
+                || parker.park(),
+            );
         }
         assert!(queue.is_empty(), "the task was taken");
         pusher.join().expect("pusher");
@@ -292,19 +322,14 @@ fn loom_found_batch_vs_park_without_searching() {
                 }
                 break;
             }
-            if !searching {
-                searching = idle.transition_worker_to_searching();
-                if searching {
-                    continue;
-                }
-            }
-            idle.transition_worker_to_parked(0, searching);
-            fence(SeqCst);
-            if !deque.is_empty() && idle.worker_to_notify().is_some() {
-                parker.unpark();
-            }
-            parker.park();
-            searching = true;
+            idle_step(
+                &idle,
+                0,
+                &mut searching,
+                || !deque.is_empty(),
+                || notify_the_sleeper(&idle, &parker),
+                || parker.park(),
+            );
         }
         searcher.join().expect("searcher");
         assert!(deque.is_empty(), "worker 0 took the task");
@@ -357,20 +382,14 @@ fn loom_lane_push_vs_park_no_lost_wakeup() {
                 }
                 continue;
             }
-            if !searching {
-                searching = idle.transition_worker_to_searching();
-                if searching {
-                    continue;
-                }
-            }
-            idle.transition_worker_to_parked(0, searching);
-            fence(SeqCst);
-            let has_work = !normal.is_empty() || !high.is_empty();
-            if has_work && idle.worker_to_notify().is_some() {
-                parker.unpark();
-            }
-            parker.park();
-            searching = true;
+            idle_step(
+                &idle,
+                0,
+                &mut searching,
+                || !normal.is_empty() || !high.is_empty(),
+                || notify_the_sleeper(&idle, &parker),
+                || parker.park(),
+            );
         }
         for p in pushers {
             p.join().expect("pusher");
@@ -442,20 +461,14 @@ fn loom_retire_vs_push_and_steal() {
                             }
                             continue;
                         }
-                        if !searching {
-                            searching = idle.transition_worker_to_searching();
-                            if searching {
-                                continue;
-                            }
-                        }
-                        idle.transition_worker_to_parked(1, searching);
-                        fence(SeqCst);
-                        let has_work = !injector.is_empty() || !local.is_empty();
-                        if has_work {
-                            notify(&idle, &parker);
-                        }
-                        parker.park();
-                        searching = true;
+                        idle_step(
+                            &idle,
+                            1,
+                            &mut searching,
+                            || !injector.is_empty() || !local.is_empty(),
+                            || notify(&idle, &parker),
+                            || parker.park(),
+                        );
                     }
                 })
             };

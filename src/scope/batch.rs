@@ -276,7 +276,7 @@ impl Scope {
         let mut refused = None;
         loop {
             while in_flight.0.len() < concurrent && feed.remaining() > 0 {
-                let taken = if feed.admitted {
+                let taken = if feed.admitted() {
                     feed.take(feed.size)
                 } else {
                     // As many slots as are free, at least one: a smaller batch now rather
@@ -443,11 +443,9 @@ pub(crate) struct Feed<T, R> {
     out: Arc<Output<R>>,
     /// Items a batch takes at a time.
     pub(super) size: usize,
-    /// The items waiting already hold their admission slots (`par_map_async`: the caller
-    /// admits before it builds), rather than being admitted as batches take them.
-    pub(super) admitted: bool,
     /// The caller adds items while fewer than half of this many are waiting, up to this
-    /// many (0 for a feed that is never added to).
+    /// many (0 for a feed that is never added to). A feed that is added to holds admitted
+    /// items: see [`admitted`](Self::admitted).
     ahead: usize,
     /// A take that leaves fewer than this many items waiting wakes `caller`. Written by the
     /// caller before it checks the count under the lock, read by takers under the lock.
@@ -508,11 +506,16 @@ impl<T, R> Feed<T, R> {
             rest: Mutex::new(Waiting { chunks, len }),
             out,
             size,
-            admitted: ahead > 0,
             ahead,
             low: AtomicUsize::new(0),
             caller: AtomicWaker::new(),
         })
+    }
+
+    /// The items waiting already hold their admission slots (`par_map_async`: the caller
+    /// admits before it builds), rather than being admitted as batches take them.
+    pub(super) fn admitted(&self) -> bool {
+        self.ahead > 0
     }
 
     /// Items waiting.
@@ -561,7 +564,7 @@ impl<T, R> Feed<T, R> {
     /// the error, it never starts.
     fn refuse_rest(&self, err: &TaskError) {
         debug_assert!(
-            !self.admitted,
+            !self.admitted(),
             "admitted items run or are cancelled, never refused"
         );
         let mut rest = self.rest.lock();
@@ -583,7 +586,7 @@ impl<T, R> Drop for Feed<T, R> {
         let left = std::mem::take(&mut rest.len);
         let items = std::mem::take(&mut rest.chunks);
         drop(rest);
-        if !self.admitted || left == 0 {
+        if !self.admitted() || left == 0 {
             return;
         }
         let worker = self.pool.counter_row();

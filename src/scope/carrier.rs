@@ -228,7 +228,7 @@ impl<T, F, Fut: Future> BatchBody<'_, T, F, Fut> {
     /// `Cancelled` at once: their slots are held, and the caller may be waiting for them.
     fn refill(&mut self, cancelled: bool) -> bool {
         let feed = &*self.feed;
-        let taken = if feed.admitted {
+        let taken = if feed.admitted() {
             feed.take(feed.size)
         } else {
             let want = feed.size.min(feed.remaining());

@@ -160,17 +160,7 @@ impl<R> OutRange<R> {
     /// If the range is full (a bug in the batch).
     #[inline]
     pub(crate) fn push(&mut self, value: Result<R, TaskError>) {
-        assert!(self.written < self.len, "OutRange::push: range is full");
-        // SAFETY: `start + written < start + len <= out.len`, so the slot is inside the
-        // allocation, and it belongs to this range alone (step 1). It is not initialized
-        // yet (`written` counts the initialized prefix), so nothing is overwritten unseen.
-        unsafe {
-            self.out
-                .slots
-                .add(self.start + self.written)
-                .write(MaybeUninit::new(value));
-        }
-        self.written += 1;
+        self.cursor().push(value);
     }
 
     /// Replaces the value in slot `index` (relative to the range), which must be initialized.
@@ -235,10 +225,11 @@ impl<R> Cursor<'_, R> {
     /// If the range is full (a bug in the batch).
     #[inline]
     pub(crate) fn push(&mut self, value: Result<R, TaskError>) {
-        assert!(self.written < self.len, "Cursor::push: range is full");
-        // SAFETY: as in `OutRange::push`: the slot is inside the range, which owns it, and
-        // not initialized yet. The range itself is borrowed by this cursor, so nothing else
-        // writes its slots meanwhile.
+        assert!(self.written < self.len, "OutRange: push to a full range");
+        // SAFETY: `start + written < start + len <= out.len`, so the slot is inside the
+        // allocation, and it belongs to this range alone (step 1). It is not initialized
+        // yet (`written` counts the initialized prefix), so nothing is overwritten unseen.
+        // The range is borrowed by this cursor, so nothing else writes its slots meanwhile.
         unsafe { self.base.add(self.written).write(MaybeUninit::new(value)) };
         self.written += 1;
     }
