@@ -17,7 +17,7 @@ use std::io;
 /// let scope = Scope::new(pool.clone());
 /// let handle = scope.spawn_with_handle(async { panic!("boom") });
 /// let result: Result<(), TaskError> = pool.block_on(handle);
-/// assert_eq!(result, Err(TaskError::Panicked("boom".to_string())));
+/// assert_eq!(result, Err(TaskError::Panicked("boom".into())));
 /// assert!(result.unwrap_err().is_panic());
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,7 @@ pub enum TaskError {
     /// [`TaskHandle::await_timeout`](crate::TaskHandle::await_timeout)) and was cancelled.
     TimedOut,
     /// The task's future panicked while being polled or dropped; the panic message.
-    Panicked(String),
+    Panicked(PanicMessage),
     /// The pool had `max_pending` unfinished tasks, so the task was refused and its future
     /// dropped without being polled.
     Rejected,
@@ -184,4 +184,102 @@ pub enum ConfigError {
     /// The pool's size cannot change: it is shutting down or shut down.
     #[error("the pool is shutting down: its size can no longer change")]
     ShuttingDown,
+}
+
+/// The message of a panic that ended a task: what
+/// [`TaskError::Panicked`] carries.
+///
+/// It reads as a `str` (through `Deref`, `Display` and comparisons with `str`). It is one
+/// pointer wide, so a `TaskError` is 16 bytes and a `Result<u64, TaskError>` is too: the
+/// bulk calls return one such `Result` per item, and panics are rare enough that the message
+/// can live behind a second allocation.
+///
+/// ```
+/// use async_rayon::{PanicMessage, TaskError};
+///
+/// let err = TaskError::Panicked(PanicMessage::from("boom"));
+/// if let TaskError::Panicked(message) = &err {
+///     assert_eq!(message, "boom");
+///     assert!(message.starts_with("bo"));
+/// }
+/// assert_eq!(err.to_string(), "task panicked: boom");
+/// assert_eq!(std::mem::size_of::<Result<u64, TaskError>>(), 16);
+/// ```
+#[derive(Clone, PartialEq, Eq, Hash)]
+// The box is the point: a `String` is three words, the box one.
+#[allow(clippy::box_collection)]
+pub struct PanicMessage(Box<String>);
+
+impl PanicMessage {
+    /// The message as a string slice.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The message as an owned `String` (no copy).
+    pub fn into_string(self) -> String {
+        *self.0
+    }
+}
+
+impl std::ops::Deref for PanicMessage {
+    type Target = str;
+
+    fn deref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl AsRef<str> for PanicMessage {
+    fn as_ref(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for PanicMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
+impl fmt::Display for PanicMessage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl From<String> for PanicMessage {
+    fn from(message: String) -> Self {
+        PanicMessage(Box::new(message))
+    }
+}
+
+impl From<&str> for PanicMessage {
+    fn from(message: &str) -> Self {
+        PanicMessage(Box::new(message.to_owned()))
+    }
+}
+
+impl From<PanicMessage> for String {
+    fn from(message: PanicMessage) -> Self {
+        message.into_string()
+    }
+}
+
+impl PartialEq<str> for PanicMessage {
+    fn eq(&self, other: &str) -> bool {
+        self.as_str() == other
+    }
+}
+
+impl PartialEq<&str> for PanicMessage {
+    fn eq(&self, other: &&str) -> bool {
+        self.as_str() == *other
+    }
+}
+
+impl PartialEq<String> for PanicMessage {
+    fn eq(&self, other: &String) -> bool {
+        self.as_str() == other.as_str()
+    }
 }

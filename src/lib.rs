@@ -88,7 +88,7 @@ mod unwind;
 mod loom_models;
 
 pub use config::{Config, DEFAULT_MAX_THREADS, PoolBuilder};
-pub use error::{ConfigError, SpawnError, TaskError};
+pub use error::{ConfigError, PanicMessage, SpawnError, TaskError};
 pub use metrics::{LatencySummary, PoolMetrics};
 pub use monitor::{LATENCY_BUCKETS_SECONDS, MonitorHandle};
 pub use pool::ThreadPoolInner;

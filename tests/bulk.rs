@@ -139,7 +139,7 @@ fn mixed_items_in_one_batch_keep_their_slots() {
         if i % 8 == 3 {
             assert_eq!(
                 r,
-                &Err(TaskError::Panicked(format!("item {i}"))),
+                &Err(TaskError::Panicked(format!("item {i}").into())),
                 "item {i}"
             );
         } else {

@@ -472,7 +472,7 @@ fn the_panic_handler_gets_each_task_panic() {
         .iter()
         .zip(&ids)
         .filter_map(|(r, id)| match r {
-            Err(TaskError::Panicked(msg)) => Some((*id, msg.clone())),
+            Err(TaskError::Panicked(msg)) => Some((*id, msg.to_string())),
             _ => None,
         })
         .collect();

@@ -12,7 +12,7 @@ use common::{drop_flag, eventually_async, pool, within};
 
 fn panic_message<T: std::fmt::Debug>(res: Result<T, TaskError>) -> String {
     match res {
-        Err(TaskError::Panicked(msg)) => msg,
+        Err(TaskError::Panicked(msg)) => msg.into_string(),
         other => panic!("expected Err(Panicked(..)), got {other:?}"),
     }
 }

@@ -133,7 +133,7 @@ where
             Err(TaskError::Cancelled)
         } else {
             catch_unwind(AssertUnwindSafe(|| (self.f)(item)))
-                .map_err(|p| TaskError::Panicked(panic_message(&*p)))
+                .map_err(|p| TaskError::Panicked(panic_message(&*p).into()))
                 .map(|f| Slot(Box::pin(Some(f))))
         };
         let mut unit = Guarded::item(meta, future);

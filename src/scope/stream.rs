@@ -257,7 +257,7 @@ where
                     Ok(future) => task::spawn_admitted(&self.scope, future),
                     Err(payload) => task::fail_admitted(
                         &self.scope,
-                        TaskError::Panicked(panic_message(&*payload)),
+                        TaskError::Panicked(panic_message(&*payload).into()),
                     ),
                 },
             };

@@ -403,7 +403,7 @@ where
             Ok(future) => match crate::task::spawn_admitted(&scope, future).await {
                 Ok(Ok(())) => return SupervisorExit::Completed,
                 Ok(Err(e)) => SupervisedFailure::Failed(e),
-                Err(TaskError::Panicked(message)) => SupervisedFailure::Panicked(message),
+                Err(TaskError::Panicked(message)) => SupervisedFailure::Panicked(message.into()),
                 Err(TaskError::TimedOut) => SupervisedFailure::TimedOut,
                 // Cancelled by a stop, a scope or the pool (an admitted spawn is never refused).
                 Err(_) => return SupervisorExit::Stopped,

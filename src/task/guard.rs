@@ -126,7 +126,7 @@ fn finish<F: Future>(
 ) -> Poll<Result<F::Output, TaskError>> {
     let result = match drop_inner(this.inner.as_mut()) {
         Ok(()) => result,
-        Err(msg) => Err(TaskError::Panicked(msg)),
+        Err(msg) => Err(TaskError::Panicked(msg.into())),
     };
     this.timer.clear();
     *this.finished = true;
@@ -200,7 +200,7 @@ impl<F: Future> Future for Guarded<'_, F> {
             Err(payload) => {
                 return finish(
                     &mut this,
-                    Err(TaskError::Panicked(panic_message(&*payload))),
+                    Err(TaskError::Panicked(panic_message(&*payload).into())),
                 );
             }
             Ok(Poll::Pending) => {}

@@ -97,7 +97,7 @@ impl TaskMeta {
     #[cold]
     pub(crate) fn panicked(&self, message: String) -> TaskError {
         self.pool().report_panic(self.id(), &message);
-        TaskError::Panicked(message)
+        TaskError::Panicked(message.into())
     }
 
     /// True once this task, its scope or its whole pool has been cancelled.
