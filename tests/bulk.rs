@@ -694,3 +694,44 @@ fn par_map_async_after_shutdown_is_refused() {
     let results = pool.block_on(scope.par_map_async(&items, |&x| async move { x }));
     assert_eq!(results, vec![Err(TaskError::Shutdown); 3]);
 }
+
+/// Once its scope is cancelled, par_map_async stops calling `f`: the items not built yet
+/// are `Err(Cancelled)` without their futures being made, and each item is counted once.
+#[test]
+fn par_map_async_builds_no_futures_after_its_scope_is_cancelled() {
+    let pool = pool(2, Some(64));
+    let scope = Scope::new(pool.clone());
+    let items: Vec<u64> = (0..100_000).collect();
+    let built = AtomicUsize::new(0);
+    let results = pool.block_on(scope.par_map_async(&items, |&x| {
+        if built.fetch_add(1, SeqCst) == 1_000 {
+            scope.cancel();
+        }
+        async move { x }
+    }));
+    // `f` may finish the admitted run it was building when the cancel came (at most
+    // `max_pending` futures), never more.
+    let built = built.load(SeqCst);
+    assert!(
+        built <= 1_001 + 64,
+        "f was called {built} times after the cancel"
+    );
+    assert!(
+        results[..1_000]
+            .iter()
+            .all(|r| r.is_ok() || r == &Err(TaskError::Cancelled))
+    );
+    assert!(
+        results[2_000..]
+            .iter()
+            .all(|r| r == &Err(TaskError::Cancelled))
+    );
+    assert!(
+        eventually(Duration::from_secs(10), || pool.pending_tasks() == 0),
+        "{} slots still held",
+        pool.pending_tasks()
+    );
+    let m = pool.metrics_fast();
+    assert_eq!(m.submitted, 100_000, "{m:?}");
+    assert_eq!(m.submitted, m.completed + m.cancelled, "{m:?}");
+}

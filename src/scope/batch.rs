@@ -199,7 +199,8 @@ impl Scope {
     /// for items admitted under `max_pending`. The futures run in batches as in
     /// [`batch_process`](Self::batch_process), with one batch in flight per worker and one
     /// spare. A panic in `f` propagates to the caller (and cancels the batches in flight),
-    /// as in an iterator's `map`.
+    /// as in an iterator's `map`. Once the scope is cancelled, `f` is called for no further
+    /// item: the items not built yet are `Err(Cancelled)`, as those built are.
     ///
     /// ```
     /// use async_rayon::{Config, Scope, ThreadPoolInner};
@@ -271,8 +272,9 @@ impl Scope {
         let pool = &self.shared.pool;
         let f = Arc::new(f);
         let mut in_flight = CancelOnDrop(FuturesUnordered::new());
-        // Items never added because admission refused them, and why: their slots of the
-        // output follow those of the items in the feed, so they are filled last.
+        // Items never added, because admission refused them or the scope was cancelled, and
+        // why: their slots of the output follow those of the items in the feed, so they are
+        // filled last.
         let mut refused = None;
         loop {
             while in_flight.0.len() < concurrent && feed.remaining() > 0 {
@@ -324,7 +326,9 @@ impl Scope {
                     // feed runs low rather than being woken by each release.
                     match self.shared.try_admit_up_to(want) {
                         Ok(got) => {
-                            more.add(&feed, got);
+                            if let Some(gave_up) = self.add_admitted(&mut more, &feed, got) {
+                                refused = Some(gave_up);
+                            }
                             continue;
                         }
                         Err(SpawnError::Full) if feed.remaining() >= feed.size => {
@@ -377,7 +381,11 @@ impl Scope {
             })
             .await;
             match event {
-                Event::Admitted(Ok(got)) => more.add(&feed, got),
+                Event::Admitted(Ok(got)) => {
+                    if let Some(gave_up) = self.add_admitted(&mut more, &feed, got) {
+                        refused = Some(gave_up);
+                    }
+                }
                 Event::Admitted(Err(e)) => refused = Some((TaskError::from(e), more.take_rest())),
                 Event::Low | Event::BatchEnded => {}
             }
@@ -392,6 +400,31 @@ impl Scope {
             Ok(v) => v,
             Err(_) => unreachable!("run_batches: a batch outlived its handle"),
         }
+    }
+}
+
+impl Scope {
+    /// Adds `got` newly admitted items to `feed`; or, once the scope is cancelled (their
+    /// batches would only cancel them), builds none: gives the slots back and gives up
+    /// every item not added yet, counted as submitted and cancelled as a cancelled scope's
+    /// spawns are. Returns the items given up and their error.
+    fn add_admitted<X, R>(
+        &self,
+        more: &mut impl MoreItems<X>,
+        feed: &Feed<X, R>,
+        got: usize,
+    ) -> Option<(TaskError, usize)> {
+        if !self.is_cancelled() {
+            more.add(feed, got);
+            return None;
+        }
+        let pool = &self.shared.pool;
+        pool.admission.release_many(got);
+        let n = more.take_rest();
+        let worker = pool.counter_row();
+        pool.counters.submitted_n(worker, n as u64);
+        pool.counters.record_n(worker, Outcome::Cancelled, n as u64);
+        Some((TaskError::Cancelled, n))
     }
 }
 
