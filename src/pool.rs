@@ -599,6 +599,15 @@ mod tests {
     use super::*;
     use crate::{Scope, TaskError};
 
+    /// Waits up to a minute (Miri is slow) for `cond`; returns whether it held.
+    fn within_a_minute(mut cond: impl FnMut() -> bool) -> bool {
+        let end = std::time::Instant::now() + Duration::from_secs(60);
+        while !cond() && std::time::Instant::now() < end {
+            thread::sleep(Duration::from_millis(1));
+        }
+        cond()
+    }
+
     /// Resizing under Miri: threads start into free slots, retire (moving their deque's
     /// tasks on and giving the slot back from their thread-local context as they exit), and
     /// a later thread takes the slot again. Kept small: Miri is slow.
@@ -627,10 +636,7 @@ mod tests {
         pool.resize(2).expect("grow");
         assert_eq!(run(8), 28);
         pool.resize(1).expect("shrink");
-        let end = std::time::Instant::now() + Duration::from_secs(60);
-        while pool.num_threads() != 1 && std::time::Instant::now() < end {
-            std::thread::yield_now();
-        }
+        within_a_minute(|| pool.num_threads() == 1);
         assert_eq!(pool.num_threads(), 1);
         pool.resize(2).expect("grow into the returned slot");
         assert_eq!(run(8), 28);
@@ -699,10 +705,7 @@ mod tests {
         pool.block_on(scope.join_handles(blockers));
         pool.block_on(scope.wait());
         // Workers hand their partial batches over when they park: allow for that.
-        let end = std::time::Instant::now() + Duration::from_secs(60);
-        while kept() < 100 / crate::scheduler::reclaim::BATCH && std::time::Instant::now() < end {
-            thread::sleep(Duration::from_millis(1));
-        }
+        within_a_minute(|| kept() >= 100 / crate::scheduler::reclaim::BATCH);
         let before = kept();
         assert!(
             before >= 100 / crate::scheduler::reclaim::BATCH,
@@ -724,10 +727,7 @@ mod tests {
         // clock a worker's exit (which gives its cached task blocks back) can take longer,
         // and a worker holds the pool until it has exited. What must hold is that nothing
         // keeps it after that.
-        let end = std::time::Instant::now() + Duration::from_secs(60);
-        while shared.upgrade().is_some() && std::time::Instant::now() < end {
-            thread::sleep(Duration::from_millis(1));
-        }
+        within_a_minute(|| shared.upgrade().is_none());
         assert!(
             shared.upgrade().is_none(),
             "a kept task reference outlived the pool"

@@ -29,11 +29,11 @@ use std::cell::Cell;
 use std::ptr;
 
 /// Size classes are multiples of this many bytes, which is also the largest alignment cached.
-pub(crate) const CLASS: usize = 16;
+const CLASS: usize = 16;
 /// The largest block cached.
-pub(crate) const MAX_BLOCK: usize = 512;
+const MAX_BLOCK: usize = 512;
 /// Bytes of free blocks one thread keeps at most.
-pub(crate) const BUDGET: usize = 1 << 20;
+const BUDGET: usize = 1 << 20;
 
 const CLASSES: usize = MAX_BLOCK / CLASS;
 
@@ -43,22 +43,14 @@ const CLASSES: usize = MAX_BLOCK / CLASS;
 struct Cache {
     /// The first free block of each class, or null.
     heads: [Cell<*mut u8>; CLASSES],
-    /// Bytes that may still be kept: [`BUDGET`] less the bytes in the lists while the
-    /// thread is [`Life::Keeping`], 0 before and after (so that one comparison decides
-    /// whether a freed block is kept).
+    /// Bytes that may still be kept: [`BUDGET`] less the bytes in the lists while
+    /// `registered`, 0 otherwise (so that one comparison decides whether a freed block is
+    /// kept).
     room: Cell<usize>,
-    life: Cell<Life>,
-}
-
-/// Where a thread's [`Cache`] is in its life.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Life {
-    /// No block kept yet, so no [`Cleanup`] registered.
-    Empty,
-    /// [`Cleanup`] is registered: it will give the blocks back.
-    Keeping,
-    /// The thread is exiting and [`Cleanup`] has run: nothing is kept any more.
-    Exited,
+    /// [`Cleanup`] is registered and has not run: it will give the blocks back. False
+    /// before the first block is kept and again once the thread's exit has emptied the
+    /// lists (then `CLEANUP` can no longer be registered, so nothing is kept).
+    registered: Cell<bool>,
 }
 
 /// Gives a thread's cached blocks back to the global allocator when the thread exits.
@@ -67,7 +59,7 @@ struct Cleanup;
 impl Drop for Cleanup {
     fn drop(&mut self) {
         CACHE.with(|cache| {
-            cache.life.set(Life::Exited);
+            cache.registered.set(false);
             cache.drain();
             cache.room.set(0);
         });
@@ -79,7 +71,7 @@ thread_local! {
         Cache {
             heads: [const { Cell::new(ptr::null_mut()) }; CLASSES],
             room: Cell::new(0),
-            life: Cell::new(Life::Empty),
+            registered: Cell::new(false),
         }
     };
     static CLEANUP: Cleanup = const { Cleanup };
@@ -119,7 +111,7 @@ impl Cache {
     #[inline]
     fn push(&self, class: usize, block: *mut u8) -> bool {
         let size = (class + 1) * CLASS;
-        if self.room.get() < size && (self.life.get() != Life::Empty || !self.make_room(size)) {
+        if self.room.get() < size && (self.registered.get() || !self.make_room(size)) {
             return false;
         }
         // SAFETY: `block` was allocated with `class_layout(class)`, at least `CLASS` bytes
@@ -131,25 +123,24 @@ impl Cache {
     }
 
     /// The first block kept: registers [`Cleanup`] (the thread's exit must then give the
-    /// blocks back) and opens the budget; true if `size` bytes now fit.
+    /// blocks back) and opens the budget; true if `size` bytes now fit. Keeps nothing once
+    /// the thread's exit has run `Cleanup`.
     #[cold]
     fn make_room(&self, size: usize) -> bool {
         // Touching `CLEANUP` registers its destructor; it fails once that has run.
         if CLEANUP.try_with(|_| ()).is_ok() {
-            self.life.set(Life::Keeping);
+            self.registered.set(true);
             self.room.set(BUDGET);
         }
         self.room.get() >= size
     }
-}
 
-impl Cache {
     /// Gives every kept block back to the global allocator.
     fn drain(&self) {
         for class in 0..CLASSES {
             while let Some(block) = self.pop(class) {
                 // SAFETY: every block in a list was allocated with its class's layout.
-                unsafe { std::alloc::dealloc(block, class_layout(class)) };
+                unsafe { dealloc_class(block, class) };
             }
         }
     }
