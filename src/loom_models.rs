@@ -518,7 +518,7 @@ fn loom_shrink_vs_park() {
         // The worker: no task found, not searching; it parks until it can retire.
         loop {
             if surplus
-                .fetch_update(SeqCst, SeqCst, |s| s.checked_sub(1))
+                .try_update(SeqCst, SeqCst, |s| s.checked_sub(1))
                 .is_ok()
             {
                 break; // retired

@@ -183,7 +183,7 @@ impl Scheduler {
     /// Withdraws up to `n` retirement requests not yet taken; returns how many it withdrew.
     pub(crate) fn withdraw_retire(&self, n: usize) -> usize {
         let mut taken = 0;
-        let _ = self.surplus.fetch_update(SeqCst, SeqCst, |s| {
+        let _ = self.surplus.try_update(SeqCst, SeqCst, |s| {
             taken = s.min(n);
             Some(s - taken)
         });
@@ -200,7 +200,7 @@ impl Scheduler {
     /// another worker took first leaves this one working.)
     fn take_retirement(&self) -> bool {
         self.surplus
-            .fetch_update(SeqCst, SeqCst, |s| s.checked_sub(1))
+            .try_update(SeqCst, SeqCst, |s| s.checked_sub(1))
             .is_ok()
     }
 

@@ -80,7 +80,7 @@ impl<R> Output<R> {
         // claims overlap; the slots' contents reach the reader through the `Arc` (step 4).
         let claimed = self
             .handed_out
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |start| {
+            .try_update(Ordering::Relaxed, Ordering::Relaxed, |start| {
                 (len <= self.len - start).then_some(start + len)
             });
         let start = claimed.unwrap_or_else(|start| {
