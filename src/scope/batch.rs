@@ -47,6 +47,7 @@ use futures::task::AtomicWaker;
 
 use super::Scope;
 use super::carrier::BatchBody;
+use super::input::{InRange, Input};
 use super::output::{OutRange, Output};
 use crate::error::{SpawnError, TaskError};
 use crate::metrics::Outcome;
@@ -456,7 +457,7 @@ pub(super) fn take_admitted<X, R>(
     pool: &Arc<Shared>,
     feed: &Feed<X, R>,
     want: usize,
-) -> Option<(std::vec::IntoIter<X>, OutRange<R>)> {
+) -> Option<(InRange<X>, OutRange<R>)> {
     let taken = feed.take(want);
     let got = taken.as_ref().map_or(0, |(chunk, _)| chunk.len());
     pool.admission.release_many(want - got);
@@ -489,20 +490,24 @@ pub(crate) struct Feed<T, R> {
 
 /// The items waiting in a [`Feed`], in input order, in the chunks they were added in.
 struct Waiting<T> {
-    chunks: VecDeque<std::vec::IntoIter<T>>,
+    chunks: VecDeque<InRange<T>>,
     /// Items in `chunks`.
     len: usize,
 }
 
 impl<T> Waiting<T> {
-    /// The first `len` items (at most `self.len`). A whole chunk moves without a copy.
-    fn take(&mut self, len: usize) -> std::vec::IntoIter<T> {
+    /// The first `len` items (at most `self.len`). Taken from one chunk, they stay in its
+    /// buffer (a split chunk shares it); only a batch that spans chunks (`par_map_async`
+    /// adds its futures as they are admitted, in chunks of any size) is copied together.
+    fn take(&mut self, len: usize) -> Option<InRange<T>> {
+        let len = len.min(self.len);
+        let front = self.chunks.front_mut()?;
         self.len -= len;
-        let Some(front) = self.chunks.front_mut() else {
-            return Vec::new().into_iter();
-        };
+        if front.len() > len {
+            return Some(front.split_to(len));
+        }
         if front.len() == len {
-            return self.chunks.pop_front().unwrap_or_default();
+            return self.chunks.pop_front();
         }
         let mut taken = Vec::with_capacity(len);
         while taken.len() < len {
@@ -514,7 +519,7 @@ impl<T> Waiting<T> {
                 self.chunks.pop_front();
             }
         }
-        taken.into_iter()
+        Some(Input::whole(taken))
     }
 }
 
@@ -532,7 +537,7 @@ impl<T, R> Feed<T, R> {
         let chunks = if len == 0 {
             VecDeque::new()
         } else {
-            VecDeque::from([items.into_iter()])
+            VecDeque::from([Input::whole(items)])
         };
         Arc::new(Feed {
             pool: pool.clone(),
@@ -563,14 +568,10 @@ impl<T, R> Feed<T, R> {
 
     /// Up to `len` items and their output range; `None` when no item is left. Wakes the
     /// caller if this leaves fewer than `low` items waiting.
-    pub(super) fn take(&self, len: usize) -> Option<(std::vec::IntoIter<T>, OutRange<R>)> {
+    pub(super) fn take(&self, len: usize) -> Option<(InRange<T>, OutRange<R>)> {
         let mut rest = self.rest.lock();
-        let len = len.min(rest.len);
-        if len == 0 {
-            return None;
-        }
-        let chunk = rest.take(len);
-        let range = self.out.range(len);
+        let chunk = rest.take(len).filter(|chunk| chunk.len() > 0)?;
+        let range = self.out.range(chunk.len());
         let low = rest.len < self.low.load(Relaxed);
         drop(rest);
         if low {
@@ -587,7 +588,7 @@ impl<T, R> Feed<T, R> {
         let n = chunk.len();
         let mut rest = self.rest.lock();
         rest.len += n;
-        rest.chunks.push_back(chunk.into_iter());
+        rest.chunks.push_back(Input::whole(chunk));
         drop(rest);
         let worker = self.pool.counter_row();
         self.pool.counters.submitted_n(worker, n as u64);

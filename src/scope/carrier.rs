@@ -19,6 +19,7 @@ use futures::StreamExt;
 use futures::stream::FuturesUnordered;
 
 use super::batch::{Feed, take_admitted};
+use super::input::InRange;
 use super::output::OutRange;
 use crate::error::TaskError;
 use crate::metrics::Outcome;
@@ -67,7 +68,7 @@ impl<'m, Fut: Future> Future for Suspended<'m, Fut> {
 /// after the flush).
 pub(crate) struct BatchBody<'m, T, F, Fut: Future> {
     meta: &'m TaskMeta,
-    items: std::vec::IntoIter<T>,
+    items: InRange<T>,
     f: Arc<F>,
     /// One slot per item, in input order, written as items start; a suspended item's slot
     /// holds a placeholder until it finishes.
@@ -94,7 +95,7 @@ where
 {
     pub(super) fn new(
         meta: &'m TaskMeta,
-        chunk: std::vec::IntoIter<T>,
+        chunk: InRange<T>,
         f: Arc<F>,
         out: OutRange<Fut::Output>,
         feed: Arc<Feed<T, Fut::Output>>,
@@ -165,12 +166,14 @@ where
         let meta = self.meta;
         let f = &*self.f;
         let mut slot = self.spare.take().unwrap_or_else(|| Box::pin(None));
-        // The output written through a cursor, and the items that finished counted here:
-        // locals the loop keeps in registers, stored back once at the end.
+        // The items read and the output written through cursors, and the items that
+        // finished counted here: locals the loop keeps in registers, stored back once at
+        // the end.
         let mut out = self.out.cursor();
+        let mut items = self.items.cursor();
         let mut done_ok = 0;
         while !cancel.requested() {
-            let Some(item) = self.items.next() else {
+            let Some(item) = items.next() else {
                 break;
             };
             let ran = catch_unwind(AssertUnwindSafe(|| {
@@ -211,7 +214,7 @@ where
                 }
             }
         }
-        drop(out);
+        drop((out, items));
         self.tally[Outcome::Completed.index()] += done_ok;
         self.spare = Some(slot);
     }

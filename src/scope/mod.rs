@@ -24,6 +24,7 @@ use crate::task::{self, TaskHandle};
 
 mod batch;
 mod carrier;
+mod input;
 mod output;
 mod stream;
 mod supervisor;
