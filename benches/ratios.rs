@@ -127,6 +127,66 @@ fn main() {
         .and_then(|s| s.parse().ok())
         .unwrap_or(7usize)
         .max(1);
+    // The map rows first, in a fresh heap. At 4M the result vector is 64 MB, above glibc's
+    // largest mmap threshold, so on both sides it is fresh memory in every run and page
+    // faults weigh in alike. Run after the spawn rows, the calling thread's arena can hold
+    // the 160 MB a 1M spawn row freed, and the bulk calls (whose result vector is allocated
+    // by the caller, where rayon's is allocated on its worker) then reuse those pages: in one
+    // report that made `batch_process` 0.36x rayon into the same type, against 1.25x in a
+    // run of this order.
+    let rp = rayon::ThreadPoolBuilder::new()
+        .num_threads(2)
+        .build()
+        .expect("rayon pool");
+    let pool = ThreadPoolInner::new(2, Some(BOUND));
+    let scope = Scope::new(pool.clone());
+    // The map rows at 1M and 4M items. At 4M the 96 MB result vector is fresh memory in
+    // every run (above glibc's largest mmap threshold), so page faults weigh in on both
+    // sides; at 1M it is usually reused.
+    for (name, n, rounds) in [("map_1M", N, rounds * 3), ("map_4M", 4 * N, rounds * 2)] {
+        let data: Vec<u64> = (0..n as u64).collect();
+        // Each run's output is dropped inside its timing, as criterion's `iter` does.
+        group(
+            name,
+            rounds,
+            vec![
+                (
+                    "rayon_par_iter",
+                    Box::new(|| drop(std::hint::black_box(common::rayon_map(&rp, &data)))),
+                ),
+                (
+                    "rayon_par_iter_results",
+                    Box::new(|| drop(std::hint::black_box(common::rayon_map_results(&rp, &data)))),
+                ),
+                (
+                    "rayon_owned_results",
+                    Box::new(|| {
+                        drop(std::hint::black_box(common::rayon_map_results_owned(
+                            &rp, &data,
+                        )))
+                    }),
+                ),
+                (
+                    "par_map_async",
+                    Box::new(|| {
+                        drop(std::hint::black_box(common::par_map_async(
+                            &pool, &scope, &data,
+                        )))
+                    }),
+                ),
+                (
+                    "batch_process",
+                    Box::new(|| {
+                        drop(std::hint::black_box(common::batch_process(
+                            &pool, &scope, &data,
+                        )))
+                    }),
+                ),
+            ],
+        );
+    }
+    drop((rp, pool, scope));
+
     let rt = common::tokio_rt();
 
     let bare = ThreadPoolInner::new(2, None);
@@ -241,56 +301,4 @@ fn main() {
         );
     }
     drop((low, high, pool));
-
-    let rp = rayon::ThreadPoolBuilder::new()
-        .num_threads(2)
-        .build()
-        .expect("rayon pool");
-    let pool = ThreadPoolInner::new(2, Some(BOUND));
-    let scope = Scope::new(pool.clone());
-    // The map rows at 1M and 4M items. At 4M the 96 MB result vector is fresh memory in
-    // every run (above glibc's largest mmap threshold), so page faults weigh in on both
-    // sides; at 1M it is usually reused.
-    for (name, n, rounds) in [("map_1M", N, rounds * 3), ("map_4M", 4 * N, rounds * 2)] {
-        let data: Vec<u64> = (0..n as u64).collect();
-        // Each run's output is dropped inside its timing, as criterion's `iter` does.
-        group(
-            name,
-            rounds,
-            vec![
-                (
-                    "rayon_par_iter",
-                    Box::new(|| drop(std::hint::black_box(common::rayon_map(&rp, &data)))),
-                ),
-                (
-                    "rayon_par_iter_results",
-                    Box::new(|| drop(std::hint::black_box(common::rayon_map_results(&rp, &data)))),
-                ),
-                (
-                    "rayon_owned_results",
-                    Box::new(|| {
-                        drop(std::hint::black_box(common::rayon_map_results_owned(
-                            &rp, &data,
-                        )))
-                    }),
-                ),
-                (
-                    "par_map_async",
-                    Box::new(|| {
-                        drop(std::hint::black_box(common::par_map_async(
-                            &pool, &scope, &data,
-                        )))
-                    }),
-                ),
-                (
-                    "batch_process",
-                    Box::new(|| {
-                        drop(std::hint::black_box(common::batch_process(
-                            &pool, &scope, &data,
-                        )))
-                    }),
-                ),
-            ],
-        );
-    }
 }
