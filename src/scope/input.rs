@@ -7,105 +7,56 @@
 //! owns a range of it and moves its items out one by one, as `vec::IntoIter` does.
 //!
 //! # Protocol
-//! 1. Ranges are handed out in order, one call at a time (under the `Feed` lock):
-//!    [`Input::range`] gives the next `len` items to one [`InRange`]; [`InRange::split_to`]
-//!    gives the first `len` items of a range to a new one. Ranges never overlap, whatever
-//!    the callers do: `Input::range` claims by one atomic read-modify-write that checks the
-//!    bound before it commits, and `split_to` divides what its range owns. `[0, handed_out)`
-//!    belongs to ranges; `[handed_out, len)` to the `Input`.
+//! 1. [`Input::whole`] gives every item of the vector to one [`InRange`];
+//!    [`InRange::split_to`] gives the first `len` items of a range to a new one. So ranges
+//!    never overlap, whatever the callers do, and every item belongs to exactly one range.
 //! 2. An `InRange` moves its items out front to back ([`Iterator::next`]); only it touches
 //!    them while it lives. When it is dropped, it drops the items it did not move out.
 //! 3. Every `InRange` holds an `Arc` of the `Input`, so the buffer outlives every range.
-//!    When the last `Arc` goes, every range is gone and every item in `[0, handed_out)`
-//!    was moved out or dropped: the `Input` drops `[handed_out, len)` and frees the buffer.
+//!    When the last `Arc` goes, every range is gone, so every item was moved out or dropped:
+//!    the `Input` frees the buffer and touches no item.
 //!
 //! This module is the only place that touches the items through raw pointers; the rest of
 //! the crate sees the safe API above.
 
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
-/// A bulk call's items, handed out to batches in ranges. See the module doc.
+/// The buffer of a bulk call's items, kept alive for the ranges that own them. See the
+/// module doc.
 pub(crate) struct Input<T> {
-    /// The buffer of a `Vec<T>` of `len` items and capacity `cap`, owned.
+    /// The buffer of a `Vec<T>` of capacity `cap`, owned; its items belong to the ranges.
     items: NonNull<T>,
-    len: usize,
     cap: usize,
-    /// Items given to ranges so far: `[0, handed_out)`.
-    handed_out: AtomicUsize,
 }
 
-// SAFETY: an `Input` owns `T` values, so it may move to another thread when they may. Sharing
-// it is sound because the only access to an item through `&Input` goes through the one
-// `InRange` that owns that item (protocol steps 1-2), and `InRange` is `Send` only when `T`
-// is; the items left to the `Input` are touched only in its `Drop` (step 3).
+// SAFETY: an `Input` holds no item of its own (protocol step 3), only the buffer, which it
+// frees; the items are reached only through the `InRange` that owns them, which is `Send`
+// only when `T` is.
 unsafe impl<T: Send> Send for Input<T> {}
-// SAFETY: see above.
+// SAFETY: see above: nothing is reached through `&Input`.
 unsafe impl<T: Send> Sync for Input<T> {}
 
 impl<T> Input<T> {
-    /// Takes over `items`' buffer.
-    pub(crate) fn new(items: Vec<T>) -> Arc<Self> {
-        let mut items = std::mem::ManuallyDrop::new(items);
-        let (len, cap) = (items.len(), items.capacity());
-        let ptr = NonNull::new(items.as_mut_ptr()).unwrap_or(NonNull::dangling());
-        Arc::new(Input {
-            items: ptr,
-            len,
-            cap,
-            handed_out: AtomicUsize::new(0),
-        })
-    }
-
-    /// All of `items` in one range.
+    /// Takes over `items`' buffer and gives all of them to one range (protocol step 1).
     pub(crate) fn whole(items: Vec<T>) -> InRange<T> {
-        let len = items.len();
-        Input::new(items).range(len)
-    }
-
-    /// The next `len` items, for one range (protocol step 1).
-    ///
-    /// # Panics
-    /// If fewer than `len` items are left (a bug in the caller).
-    pub(crate) fn range(self: &Arc<Self>, len: usize) -> InRange<T> {
-        // `Relaxed` suffices, as in `Output::range`: read-modify-writes of one atomic are
-        // totally ordered, so no two claims overlap; the items reach the range's thread
-        // through the `Arc`.
-        let claimed = self
-            .handed_out
-            .try_update(Ordering::Relaxed, Ordering::Relaxed, |start| {
-                (len <= self.len - start).then_some(start + len)
-            });
-        let start = claimed.unwrap_or_else(|start| {
-            panic!("Input::range: {len} items asked, {} left", self.len - start)
-        });
+        let mut items = std::mem::ManuallyDrop::new(items);
+        let (left, cap) = (items.len(), items.capacity());
+        let next = NonNull::from(items.as_mut_slice()).cast::<T>();
         InRange {
-            _input: self.clone(),
-            // SAFETY: `start <= len`, inside the buffer or one past its end.
-            next: unsafe { self.items.add(start) },
-            left: len,
+            _input: Arc::new(Input { items: next, cap }),
+            next,
+            left,
         }
     }
 }
 
 impl<T> Drop for Input<T> {
     fn drop(&mut self) {
-        let start = *self.handed_out.get_mut();
-        // SAFETY: protocol step 3: no range is left (we are the last `Arc`), so the items in
-        // `[0, start)` were moved out or dropped and those in `[start, len)` are initialized
-        // and ours. A `Vec` of length 0 with the original buffer and capacity frees the
-        // buffer without touching its items; the slice drops the rest, continuing past a
-        // panicking `Drop` as slices do, and the `Vec` is freed even then.
-        unsafe {
-            let buffer = Vec::from_raw_parts(self.items.as_ptr(), 0, self.cap);
-            let rest = std::ptr::slice_from_raw_parts_mut(
-                self.items.as_ptr().add(start),
-                self.len - start,
-            );
-            std::ptr::drop_in_place(rest);
-            drop(buffer);
-        }
+        // SAFETY: protocol step 3: no range is left (we are the last `Arc`), so no item is
+        // left either. A `Vec` of length 0 with the original buffer and capacity frees the
+        // buffer without touching its items.
+        drop(unsafe { Vec::from_raw_parts(self.items.as_ptr(), 0, self.cap) });
     }
 }
 
@@ -167,8 +118,10 @@ impl<T> Iterator for InCursor<'_, T> {
         if self.left == 0 {
             return None;
         }
-        // SAFETY: as `InRange::next`: the range's position is ours while the cursor lives,
-        // and it is stored back before the range is used again.
+        // SAFETY: `left > 0`: `next` is the range's and not moved out yet (protocol step 2);
+        // it is moved out exactly once, as `next` moves past it (at most one past the
+        // buffer's last item; a zero-sized `T` stays where it is). The range's position is
+        // ours while the cursor lives, and stored back before the range is used again.
         unsafe {
             let item = self.next.read();
             self.next = self.next.add(1);
@@ -191,18 +144,7 @@ impl<T> Iterator for InRange<T> {
 
     #[inline]
     fn next(&mut self) -> Option<T> {
-        if self.left == 0 {
-            return None;
-        }
-        // SAFETY: `left > 0`: `next` is this range's and not moved out yet (step 2); it is
-        // moved out exactly once, as `next` moves past it (at most one past the buffer's
-        // last item; a zero-sized `T` stays where it is).
-        unsafe {
-            let item = self.next.read();
-            self.next = self.next.add(1);
-            self.left -= 1;
-            Some(item)
-        }
+        self.cursor().next()
     }
 
     #[inline]
@@ -249,9 +191,8 @@ mod tests {
 
     #[test]
     fn ranges_hand_out_each_item_once_in_order() {
-        let input = Input::new((0..10).map(|i| i.to_string()).collect::<Vec<_>>());
-        let a: Vec<String> = input.range(3).collect();
-        let mut rest = input.range(7);
+        let mut rest = Input::whole((0..10).map(|i| i.to_string()).collect::<Vec<_>>());
+        let a: Vec<String> = rest.split_to(3).collect();
         let b: Vec<String> = rest.split_to(4).collect();
         let c: Vec<String> = rest.collect();
         assert_eq!(a, ["0", "1", "2"]);
@@ -262,16 +203,17 @@ mod tests {
     #[test]
     fn every_item_is_dropped_once_however_far_ranges_got() {
         let (drops, items) = counted(10);
-        let input = Input::new(items);
-        let mut first = input.range(4);
+        let mut rest = Input::whole(items);
+        let mut first = rest.split_to(4);
         let taken = first.next().map(|c| c.1);
         assert_eq!(taken, Some(0)); // moved out and dropped here
-        let second = input.range(3);
-        drop(input);
+        let second = rest.split_to(3);
         assert_eq!(drops.load(Ordering::Relaxed), 1);
         drop(first); // drops items 1..4
         assert_eq!(drops.load(Ordering::Relaxed), 4);
-        drop(second); // drops 4..7; the last `Arc`: the input drops 7..10, never handed out
+        drop(rest); // drops 7..10
+        assert_eq!(drops.load(Ordering::Relaxed), 7);
+        drop(second); // drops 4..7; the last `Arc`: the buffer is freed (Miri's leak check)
         assert_eq!(drops.load(Ordering::Relaxed), 10);
     }
 
@@ -288,27 +230,27 @@ mod tests {
         }
         let drops = Arc::new(AtomicUsize::new(0));
         let items = (0..6).map(|i| Bomb(drops.clone(), i == 1)).collect();
-        let input = Input::new(items);
-        let range = input.range(4);
+        let mut rest = Input::whole(items);
+        let range = rest.split_to(4);
         let dropped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| drop(range)));
         assert!(dropped.is_err());
         assert_eq!(drops.load(Ordering::Relaxed), 4);
-        drop(input); // Miri's leak check: the buffer is freed
+        drop(rest); // Miri's leak check: the buffer is freed
         assert_eq!(drops.load(Ordering::Relaxed), 6);
     }
 
     #[test]
     fn an_empty_input_and_zero_sized_items_are_fine() {
         assert_eq!(Input::whole(Vec::<u64>::new()).count(), 0);
-        let units = Input::new(vec![(); 5]);
-        assert_eq!(units.range(2).count(), 2);
-        assert_eq!(units.range(3).count(), 3);
+        let mut units = Input::whole(vec![(); 5]);
+        assert_eq!(units.split_to(2).count(), 2);
+        assert_eq!(units.count(), 3);
     }
 
     #[test]
-    #[should_panic(expected = "2 items asked, 1 left")]
-    fn a_range_past_the_end_is_a_bug() {
-        let input = Input::new(vec![1u8]);
-        let _ = input.range(2);
+    fn a_split_past_the_end_takes_what_is_left() {
+        let mut rest = Input::whole(vec![1u8]);
+        assert_eq!(rest.split_to(2).collect::<Vec<_>>(), [1]);
+        assert_eq!(rest.next(), None);
     }
 }
