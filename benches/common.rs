@@ -58,6 +58,145 @@ impl Drop for SmolPool {
     }
 }
 
+/// The floor of the pool's design, as a reference peer: the same parts (async-task's task,
+/// one allocation each; crossbeam's injector; workers that take batches from it and park
+/// when it is empty) and nothing else: no admission count, no scope, no counters, no
+/// cancellation, no timeout, no block cache. With `shared_counts` > 0, each task also bumps
+/// that many shared counters of unfinished tasks at its spawn and its end, as the pool's
+/// `max_pending` slot and its scope's live count do.
+pub struct MinimalPool {
+    shared: Arc<MinimalShared>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+}
+
+pub struct MinimalShared {
+    injector: crossbeam_deque::Injector<async_task::Runnable>,
+    /// One bit per parked (or parking) worker.
+    sleeping: std::sync::atomic::AtomicUsize,
+    unparkers: Vec<crossbeam_utils::sync::Unparker>,
+    stop: std::sync::atomic::AtomicBool,
+    shared_counts: usize,
+    counts: [crossbeam_utils::CachePadded<std::sync::atomic::AtomicUsize>; 2],
+}
+
+impl MinimalShared {
+    /// Wakes one parked worker, if any. A worker sets its bit, then looks at the injector
+    /// again before it parks; a push, then this load of the bits: with both sides `SeqCst`,
+    /// at least one sees the other, so no push is left with every worker asleep.
+    fn notify(&self) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let sleeping = self.sleeping.load(SeqCst);
+        if sleeping != 0 {
+            let bit = sleeping & sleeping.wrapping_neg();
+            if self.sleeping.fetch_and(!bit, SeqCst) & bit != 0 {
+                self.unparkers[bit.trailing_zeros() as usize].unpark();
+            }
+        }
+    }
+
+    fn work(&self, index: usize, parker: crossbeam_utils::sync::Parker) {
+        use crossbeam_deque::Steal;
+        use std::sync::atomic::Ordering::SeqCst;
+        let local = crossbeam_deque::Worker::<async_task::Runnable>::new_fifo();
+        let bit = 1usize << index;
+        loop {
+            if let Some(task) = local.pop() {
+                task.run();
+                continue;
+            }
+            match self.injector.steal_batch_and_pop(&local) {
+                Steal::Success(task) => {
+                    // More waiting: hand the search on, as the pool does.
+                    if !self.injector.is_empty() {
+                        self.notify();
+                    }
+                    task.run();
+                    continue;
+                }
+                Steal::Retry => continue,
+                Steal::Empty => {}
+            }
+            if self.stop.load(SeqCst) {
+                return;
+            }
+            self.sleeping.fetch_or(bit, SeqCst);
+            if !self.injector.is_empty() || self.stop.load(SeqCst) {
+                self.sleeping.fetch_and(!bit, SeqCst);
+                continue;
+            }
+            // An unpark that came first makes this return at once.
+            parker.park();
+            self.sleeping.fetch_and(!bit, SeqCst);
+        }
+    }
+}
+
+impl MinimalPool {
+    pub fn new(threads: usize, shared_counts: usize) -> MinimalPool {
+        assert!(threads <= usize::BITS as usize && shared_counts <= 2);
+        let parkers: Vec<_> = (0..threads)
+            .map(|_| crossbeam_utils::sync::Parker::new())
+            .collect();
+        let shared = Arc::new(MinimalShared {
+            injector: crossbeam_deque::Injector::new(),
+            sleeping: Default::default(),
+            unparkers: parkers.iter().map(|p| p.unparker().clone()).collect(),
+            stop: Default::default(),
+            shared_counts,
+            counts: Default::default(),
+        });
+        let threads = parkers
+            .into_iter()
+            .enumerate()
+            .map(|(index, parker)| {
+                let shared = shared.clone();
+                std::thread::spawn(move || shared.work(index, parker))
+            })
+            .collect();
+        MinimalPool { shared, threads }
+    }
+
+    pub fn spawn<F>(&self, future: F) -> async_task::Task<F::Output>
+    where
+        F: std::future::Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        use std::sync::atomic::Ordering::SeqCst;
+        let shared = self.shared.clone();
+        for count in &shared.counts[..shared.shared_counts] {
+            count.fetch_add(1, SeqCst);
+        }
+        let counted = shared.clone();
+        let future = async move {
+            let output = future.await;
+            for count in &counted.counts[..counted.shared_counts] {
+                count.fetch_sub(1, SeqCst);
+            }
+            output
+        };
+        let (runnable, task) = async_task::spawn(future, move |runnable| {
+            shared.injector.push(runnable);
+            shared.notify();
+        });
+        runnable.schedule();
+        task
+    }
+}
+
+impl Drop for MinimalPool {
+    fn drop(&mut self) {
+        self.shared
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        for unparker in &self.shared.unparkers {
+            unparker.unpark();
+        }
+        for t in self.threads.drain(..) {
+            let _ = t.join();
+        }
+    }
+}
+
 // The workloads of the rows with targets, shared by the criterion benches and by the
 // rotated-order harness (`benches/ratios.rs`), so both measure exactly the same code.
 
@@ -83,6 +222,17 @@ pub fn async_rayon_spawn_await(
             .collect();
         for h in hs {
             std::hint::black_box(h.await.expect("task"));
+        }
+    })
+}
+
+/// Spawns `n` trivial tasks on the [`MinimalPool`], then awaits them all (from a thread of
+/// its own, as `block_on` does for the other two).
+pub fn minimal_spawn_await(pool: &MinimalPool, n: usize) {
+    futures::executor::block_on(async {
+        let hs: Vec<_> = (0..n).map(|i| pool.spawn(async move { i })).collect();
+        for h in hs {
+            std::hint::black_box(h.await);
         }
     })
 }

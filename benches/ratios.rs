@@ -193,6 +193,10 @@ fn main() {
     let bare_scope = Scope::new(bare.clone());
     let controlled = common::controlled_pool(N);
     let controlled_scope = Scope::new(controlled.clone());
+    // References: the floor of the pool's design (its parts without its controls), and the
+    // same with two shared counts of unfinished tasks, as the pool keeps (admission, scope).
+    let minimal = common::MinimalPool::new(2, 0);
+    let minimal_counted = common::MinimalPool::new(2, 2);
     group(
         "spawn_await_10k",
         rounds * 6,
@@ -210,6 +214,14 @@ fn main() {
                 Box::new(|| {
                     common::async_rayon_spawn_await(&controlled, &controlled_scope, 10_000)
                 }),
+            ),
+            (
+                "minimal_executor",
+                Box::new(|| common::minimal_spawn_await(&minimal, 10_000)),
+            ),
+            (
+                "minimal_executor+2_counts",
+                Box::new(|| common::minimal_spawn_await(&minimal_counted, 10_000)),
             ),
         ],
     );
@@ -229,9 +241,18 @@ fn main() {
                 "async_rayon+controls",
                 Box::new(|| common::async_rayon_spawn_await(&controlled, &controlled_scope, N)),
             ),
+            (
+                "minimal_executor",
+                Box::new(|| common::minimal_spawn_await(&minimal, N)),
+            ),
+            (
+                "minimal_executor+2_counts",
+                Box::new(|| common::minimal_spawn_await(&minimal_counted, N)),
+            ),
         ],
     );
     drop((bare_scope, controlled_scope, bare, controlled));
+    drop((minimal, minimal_counted));
 
     let bounded = ThreadPoolInner::new(2, Some(BOUND));
     let bounded_scope = Scope::new(bounded.clone());
