@@ -1,31 +1,46 @@
 //! Admission control: the `max_pending` bound and the shutdown gate.
 //!
 //! A task holds one *slot* from the moment it is admitted until its future has been
-//! dropped. Slots live in one atomic word, so that "is there room?", "has shutdown begun?"
-//! and "is anyone queued in `reserve()`?" are answered together:
+//! dropped. The count of slots held is split by who writes it, so that a spawn and the end
+//! of a task on a worker do not write the same cache line:
 //!
 //! ```text
-//! state: | CLOSED | WAITERS | pending count (all other bits) |
+//! taken      slots ever taken          written by the admitting threads
+//! given[w]   slots ever given back     written by worker w only (the last: other threads)
+//! flags      CLOSED | WAITERS          written by `close` and by waiters, read by everyone
+//! pending  = taken - sum(given)        (wrapping counts; the sum read first, see below)
 //! ```
 //!
 //! # Protocol
-//! 1. **Acquire** (`try_acquire`, `try_acquire_up_to`): one CAS `count -> count + k`, where
-//!    `k` is all that was asked for (`try_acquire`) or as many of the `n` asked for as are
-//!    free, at least one (`try_acquire_up_to`). Refused if CLOSED is set (`Shutdown`), if no
-//!    slot is free (`Full`), or if WAITERS is set (`Full`: a spawn never jumps the queue of
-//!    waiting callers).
-//! 2. **Release** (`release_many`): `fetch_sub` the count. If the previous word had WAITERS,
-//!    take the waiter lock and grant the free slots to the queue's head (step 3's grant).
+//! 1. **Acquire** (`try_acquire`, `try_acquire_up_to`): refused if CLOSED is set
+//!    (`Shutdown`) or if WAITERS is set (`Full`: a spawn never jumps the queue of waiting
+//!    callers). Unbounded: `taken += k`. Bounded: a CAS `taken -> taken + k`, where `k` is
+//!    all that was asked for (`try_acquire`) or as many of the `n` asked for as are free, at
+//!    least one (`try_acquire_up_to`); room is checked against `given_seen`, a past sum of
+//!    `given`, and only when that shows too little is `given` summed afresh (`Full` if it
+//!    still does). Then CLOSED is read again: if set, the slots are given back and the
+//!    acquire is refused.
+//! 2. **Release** (`release_at`, `release_many`): `given[w] += n` for the calling worker's
+//!    row `w` (or the shared last counter), then read `flags`. If CLOSED, and nothing is
+//!    pending, notify `wait_idle`; if WAITERS, take the waiter lock and grant the free slots
+//!    to the queue's head (step 3's grant).
 //! 3. **Wait** (`acquire`, `acquire_up_to`: `reserve()`, bulk calls, streams): under the
 //!    waiter lock, enqueue a waiter for `want` slots, set WAITERS, then *grant*: while the
 //!    queue is non-empty and at least one slot is free, take `min(want, free)` slots for the
-//!    head in one CAS (ignoring WAITERS), record how many, pop it and mark it granted, still
+//!    head (step 1, ignoring WAITERS), record how many, pop it and mark it granted, still
 //!    under the lock; wake the granted waiters after the lock is released. WAITERS is
 //!    cleared, under the lock, whenever the queue becomes empty, so the bit is set exactly
 //!    while someone waits.
-//! 4. **Close** (`close`): set CLOSED; under the lock, fail every waiter with `Shutdown` and
-//!    clear WAITERS. From then on the count only falls; the release that takes it to zero
-//!    notifies `wait_idle`.
+//! 4. **Close** (`close`): set CLOSED, then notify `wait_idle` if nothing is pending; under
+//!    the lock, fail every waiter with `Shutdown` and clear WAITERS. From then on the count
+//!    only falls; a release that finds it at zero notifies `wait_idle`.
+//!
+//! # Why the counts may be read apart
+//! Every slot is taken before it is given back, and the give-back is ordered after the take
+//! (the task, or the permit, passes from one thread to the other). So a sum of `given` read
+//! *before* `taken` never counts a slot that `taken` does not: `pending()` never reads below
+//! the true count, and a stale `given_seen` only makes an acquire see less room than there
+//! is, never more. The counts wrap; only their difference is used.
 //!
 //! # No hold-and-wait
 //! A waiter holds no slot until it is granted, and a grant completes the wait: nothing
@@ -38,17 +53,24 @@
 //! `max_pending`, the pool would drain completely before each batch.)
 //!
 //! # Races prevented
-//! - *Lost wake-up of a waiter*: a release and an enqueue meet on the same word. Either the
-//!   release's `fetch_sub` comes first, and the waiter's grant CAS after its WAITERS `fetch_or`
-//!   sees the freed slot; or the WAITERS `fetch_or` comes first, and the release sees the bit
-//!   and grants. (Checked by loom: `loom_admission_waiter_gets_released_slot`.)
+//! Each of these meets on a store-then-load pair, `SeqCst` on both sides: one side writes
+//! its word and then reads the other side's, so at least one of the two sees the other.
+//! - *Lost wake-up of a waiter*: a release writes `given[w]` then reads WAITERS; a waiter
+//!   sets WAITERS then sums `given` in its grant. Either the grant sees the freed slot, or
+//!   the release sees the bit and grants. (Checked by loom:
+//!   `loom_admission_waiter_gets_released_slot`, with the release on a worker row.)
 //! - *A slot granted to a dropped waiter*: grants are marked while the lock is held, and a
 //!   dropped waiting future takes the same lock before it looks, so it either removes
 //!   itself from the queue or finds itself granted and gives its slots back.
 //! - *Deadlock between bulk calls*: see "No hold-and-wait" above. (Checked by loom:
 //!   `loom_admission_two_bulk_waiters_and_a_releaser`.)
-//! - *Admitted after shutdown*: CLOSED and the count change in one CAS, so once `close`
-//!   returns no acquire can succeed and `pending() == 0` means no task is left.
+//! - *Admitted after shutdown*: an acquire writes `taken` then reads CLOSED; `close` sets
+//!   CLOSED then reads `taken`. Either the acquire sees CLOSED and gives its slots back, or
+//!   `close` counts them; so once `close` returns no acquire can succeed, and
+//!   `pending() == 0` after it means no task is left. (Checked by loom:
+//!   `loom_admission_acquire_release_vs_close`.)
+//! - *The last release missing `wait_idle`*: each release after CLOSED sums `given` after
+//!   its own increment, so the release ordered last sees every other one and finds zero.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -61,19 +83,39 @@ use crossbeam_utils::CachePadded;
 use tokio::sync::Notify;
 
 use crate::error::SpawnError;
-use crate::sync::{AtomicU8, AtomicUsize, Mutex, MutexGuard};
+use crate::sync::{AtomicU8, AtomicUsize, Mutex, MutexGuard, fence};
 
 const CLOSED: usize = 1 << (usize::BITS - 1);
 const WAITERS: usize = 1 << (usize::BITS - 2);
 const COUNT_MASK: usize = !(CLOSED | WAITERS);
+/// `max` of an unbounded pool: no count of pending slots comes near it.
+const UNBOUNDED: usize = COUNT_MASK / 2;
 
 pub(crate) struct Admission {
-    state: CachePadded<AtomicUsize>,
-    /// `max_pending`, or `COUNT_MASK` when unbounded.
+    /// Written by the threads that admit (and by `close` and waiters, rarely).
+    spawn_side: CachePadded<SpawnSide>,
+    /// A copy of the state word's `CLOSED | WAITERS`, for releases: every release reads it,
+    /// and it stays in every core's cache while no one waits.
+    flags: CachePadded<AtomicUsize>,
+    /// Slots ever given back: one counter per worker row, written by that worker, and a
+    /// last one for every other thread.
+    given: Box<[CachePadded<AtomicUsize>]>,
+    /// `max_pending`, or `UNBOUNDED`.
     max: usize,
     waiters: Mutex<VecDeque<Arc<Waiter>>>,
     /// Notified when the count reaches zero after `close`.
     idle: Notify,
+    /// How many times `idle` was notified (loom cannot see into tokio's `Notify`).
+    #[cfg(loom)]
+    pub(crate) idle_notices: AtomicUsize,
+}
+
+struct SpawnSide {
+    /// `CLOSED | WAITERS | taken`: slots ever taken, in the count bits (wrapping there).
+    state: AtomicUsize,
+    /// A sum of `given` taken at some point, so never above the current sum: an acquire
+    /// checks for room against it, and sums `given` afresh only when it shows none.
+    given_seen: AtomicUsize,
 }
 
 /// One queued call, waiting for up to `want` slots.
@@ -133,18 +175,61 @@ impl Wakers {
 }
 
 impl Admission {
-    pub(crate) fn new(max_pending: Option<usize>) -> Self {
+    /// An admission for a pool of up to `workers` worker rows.
+    pub(crate) fn new(max_pending: Option<usize>, workers: usize) -> Self {
         Admission {
-            state: CachePadded::new(AtomicUsize::new(0)),
-            max: max_pending.unwrap_or(COUNT_MASK).min(COUNT_MASK),
+            spawn_side: CachePadded::new(SpawnSide {
+                state: AtomicUsize::new(0),
+                given_seen: AtomicUsize::new(0),
+            }),
+            flags: CachePadded::new(AtomicUsize::new(0)),
+            given: (0..=workers)
+                .map(|_| CachePadded::new(AtomicUsize::new(0)))
+                .collect(),
+            max: max_pending.unwrap_or(UNBOUNDED).min(UNBOUNDED),
             waiters: Mutex::new(VecDeque::new()),
             idle: Notify::new(),
+            #[cfg(loom)]
+            idle_notices: AtomicUsize::new(0),
         }
     }
 
-    /// Admitted, unfinished tasks (plus unspent permits).
+    fn notify_idle(&self) {
+        #[cfg(loom)]
+        self.idle_notices.fetch_add(1, SeqCst);
+        self.idle.notify_waiters();
+    }
+
+    /// The sum of `given`. Read it *before* the state word it is compared with (see "Why the
+    /// counts may be read apart").
+    fn given_now(&self) -> usize {
+        self.given
+            .iter()
+            .fold(0usize, |sum, g| sum.wrapping_add(g.load(SeqCst)))
+    }
+
+    /// Admitted, unfinished tasks (plus unspent permits). Never below the count at some
+    /// moment of the call, so `0` after `close` means no task is left; never above `max`.
     pub(crate) fn pending(&self) -> usize {
-        self.state.load(SeqCst) & COUNT_MASK
+        let count = |taken: usize, given: usize| {
+            let pending = taken.wrapping_sub(given) & COUNT_MASK;
+            debug_assert!(pending <= UNBOUNDED, "admission slots released twice");
+            pending
+        };
+        let mut given = self.given_now();
+        // The counters only grow: if their sum is the same after the load of `taken` as
+        // before it, it was that sum at the load, and the count is exact there.
+        for _ in 0..3 {
+            let taken = self.spawn_side.state.load(SeqCst);
+            let again = self.given_now();
+            if again == given {
+                return count(taken, given);
+            }
+            given = again;
+        }
+        // Releases kept coming: the sum read before `taken` bounds the count from above, and
+        // no more than `max` slots are ever taken.
+        count(self.spawn_side.state.load(SeqCst), given).min(self.max)
     }
 
     /// Callers queued for slots now (takes the queue lock: for metrics, not hot paths).
@@ -153,7 +238,7 @@ impl Admission {
     }
 
     pub(crate) fn is_closed(&self) -> bool {
-        self.state.load(SeqCst) & CLOSED != 0
+        self.flags.load(SeqCst) & CLOSED != 0
     }
 
     /// Step 1: take a slot now, or say why not.
@@ -167,26 +252,40 @@ impl Admission {
         self.take(1, n, true)
     }
 
-    /// Takes between `min` and `max` slots in one CAS (as many as are free), or none.
-    /// `polite`: refuse while waiters are queued. Inlined so that the single-slot calls of the
-    /// spawn path compile to the plain `count + 1` CAS.
+    /// Takes between `min` and `max` slots in one CAS of the state word (as many as are
+    /// free), or none. `polite`: refuse while waiters are queued. Room is checked against
+    /// `given_seen`; only when that shows too little is `given` summed afresh. Inlined so that
+    /// the single-slot calls of the spawn path compile to two loads and the CAS.
     #[inline(always)]
     fn take(&self, min: usize, max: usize, polite: bool) -> Result<usize, SpawnError> {
         debug_assert!(1 <= min && min <= max);
-        let mut cur = self.state.load(SeqCst);
+        let side = &*self.spawn_side;
+        // `given_seen` before the state word: every slot it counts was taken before.
+        let mut given = side.given_seen.load(SeqCst);
+        let mut cur = side.state.load(SeqCst);
+        let mut summed = false;
         loop {
             if cur & CLOSED != 0 {
                 return Err(SpawnError::Shutdown);
             }
-            let free = self.max - (cur & COUNT_MASK).min(self.max);
-            if (polite && cur & WAITERS != 0) || free < min {
+            if polite && cur & WAITERS != 0 {
                 return Err(SpawnError::Full);
             }
+            let pending = cur.wrapping_sub(given) & COUNT_MASK;
+            let free = self.max.saturating_sub(pending);
+            if free < min {
+                if summed {
+                    return Err(SpawnError::Full);
+                }
+                summed = true;
+                given = self.given_now();
+                side.given_seen.store(given, SeqCst);
+                cur = side.state.load(SeqCst);
+                continue;
+            }
             let k = max.min(free);
-            match self
-                .state
-                .compare_exchange_weak(cur, cur + k, SeqCst, SeqCst)
-            {
+            let next = (cur & !COUNT_MASK) | (cur.wrapping_add(k) & COUNT_MASK);
+            match side.state.compare_exchange_weak(cur, next, SeqCst, SeqCst) {
                 Ok(_) => return Ok(k),
                 Err(actual) => cur = actual,
             }
@@ -200,27 +299,61 @@ impl Admission {
         Acquire::up_to(self, n)
     }
 
-    /// Step 2: give back one slot. Called exactly once per admitted task, after its future
-    /// has been dropped, and once per permit dropped unspent.
+    /// Step 2: give back one slot from a thread that is not one of the pool's workers.
+    /// Called exactly once per admitted task, after its future has been dropped, and once
+    /// per permit dropped unspent.
     pub(crate) fn release(&self) {
-        self.release_many(1);
+        self.release_at(None, 1);
     }
 
-    /// Step 2 for `n` slots at once.
+    /// Step 2 for `n` slots at once, from a thread that is not one of the pool's workers.
     pub(crate) fn release_many(&self, n: usize) {
+        self.release_at(None, n);
+    }
+
+    /// Step 2 for `n` slots, counted in `row`'s counter: the calling worker's row, or `None`
+    /// for any other thread. (Any thread may use any row; a worker using its own keeps the
+    /// counter's cache line to itself.)
+    #[inline]
+    pub(crate) fn release_at(&self, row: Option<usize>, n: usize) {
         if n == 0 {
             return;
         }
-        let prev = self.state.fetch_sub(n, SeqCst);
-        debug_assert!(prev & COUNT_MASK >= n, "admission slots released twice");
-        if prev & (CLOSED | COUNT_MASK) == CLOSED | n {
-            self.idle.notify_waiters();
+        let last = self.given.len() - 1;
+        self.given[row.map_or(last, |r| r.min(last))].fetch_add(n, SeqCst);
+        // The count, then the flags; a waiter or `close` sets its flag, then sums the
+        // counts: with a fence on both sides, one of the two sees the other.
+        fence(SeqCst);
+        let flags = self.flags.load(SeqCst);
+        if flags != 0 {
+            self.released_while_flagged(flags);
         }
-        if prev & WAITERS != 0 {
+    }
+
+    #[cold]
+    fn released_while_flagged(&self, flags: usize) {
+        if flags & CLOSED != 0 && self.pending() == 0 {
+            self.notify_idle();
+        }
+        if flags & WAITERS != 0 {
             let mut wake = Wakers::default();
             self.grant_locked(&mut self.waiters.lock(), &mut wake);
             wake.wake_all();
         }
+    }
+
+    /// Sets `flag` in the state word and in its copy, then fences: what the caller reads
+    /// next is ordered after both (the other side of `release_at`'s fence).
+    fn set_flag(&self, flag: usize) {
+        self.spawn_side.state.fetch_or(flag, SeqCst);
+        self.flags.fetch_or(flag, SeqCst);
+        fence(SeqCst);
+    }
+
+    /// Clears WAITERS in the state word and in its copy (with the queue lock held).
+    fn clear_waiters(&self) {
+        self.spawn_side.state.fetch_and(!WAITERS, SeqCst);
+        self.flags.fetch_and(!WAITERS, SeqCst);
     }
 
     /// Step 3's grant; call with the queue lock held, wake `wake` after releasing it.
@@ -235,15 +368,15 @@ impl Admission {
             }
         }
         if q.is_empty() {
-            self.state.fetch_and(!WAITERS, SeqCst);
+            self.clear_waiters();
         }
     }
 
     /// Step 4: refuse every later acquire and fail every queued waiter.
     pub(crate) fn close(&self) {
-        let prev = self.state.fetch_or(CLOSED, SeqCst);
-        if prev & COUNT_MASK == 0 {
-            self.idle.notify_waiters();
+        self.set_flag(CLOSED);
+        if self.pending() == 0 {
+            self.notify_idle();
         }
         let mut wake = Wakers::default();
         {
@@ -251,7 +384,7 @@ impl Admission {
             for w in q.drain(..) {
                 w.finish(SHUT, &mut wake);
             }
-            self.state.fetch_and(!WAITERS, SeqCst);
+            self.clear_waiters();
         }
         wake.wake_all();
     }
@@ -262,8 +395,7 @@ impl Admission {
             let notified = self.idle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            let s = self.state.load(SeqCst);
-            if s & CLOSED != 0 && s & COUNT_MASK == 0 {
+            if self.is_closed() && self.pending() == 0 {
                 return;
             }
             notified.await;
@@ -366,7 +498,7 @@ impl<A: AdmissionRef + Unpin> Future for Acquire<A> {
                         return Poll::Ready(Err(SpawnError::Shutdown));
                     }
                     q.push_back(w.clone());
-                    adm.state.fetch_or(WAITERS, SeqCst);
+                    adm.set_flag(WAITERS);
                     adm.grant_locked(&mut q, &mut wake);
                 }
                 wake.wake_all();
@@ -400,7 +532,7 @@ impl<A: AdmissionRef> Drop for Acquire<A> {
             let mut q = adm.waiters.lock();
             q.retain(|x| !Arc::ptr_eq(x, &w));
             if q.is_empty() {
-                adm.state.fetch_and(!WAITERS, SeqCst);
+                adm.clear_waiters();
             }
         }
         // Granted (under the lock, before we took it) but never observed: pass them on.
@@ -416,7 +548,7 @@ mod tests {
 
     #[test]
     fn bound_and_close() {
-        let a = Admission::new(Some(2));
+        let a = Admission::new(Some(2), 2);
         assert!(a.try_acquire().is_ok());
         assert!(a.try_acquire().is_ok());
         assert_eq!(a.try_acquire(), Err(SpawnError::Full));
@@ -432,7 +564,7 @@ mod tests {
 
     #[test]
     fn acquire_up_to_takes_what_is_free_without_waiting() {
-        let a = Admission::new(Some(4));
+        let a = Admission::new(Some(4), 2);
         a.try_acquire().expect("slot");
         a.try_acquire().expect("slot");
         let waker = futures::task::noop_waker();
@@ -445,7 +577,7 @@ mod tests {
 
     #[test]
     fn a_waiter_holds_nothing_until_granted_and_a_dropped_grant_is_given_back() {
-        let a = Admission::new(Some(4));
+        let a = Admission::new(Some(4), 2);
         assert_eq!(a.try_acquire_up_to(9), Ok(4));
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
@@ -460,7 +592,7 @@ mod tests {
 
     #[test]
     fn the_head_waiter_is_served_first_with_what_is_free() {
-        let a = Admission::new(Some(2));
+        let a = Admission::new(Some(2), 2);
         assert_eq!(a.try_acquire_up_to(2), Ok(2));
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
@@ -477,8 +609,39 @@ mod tests {
     }
 
     #[test]
+    fn slots_given_back_on_worker_rows_free_room() {
+        let a = Admission::new(Some(3), 2);
+        assert_eq!(a.try_acquire_up_to(3), Ok(3));
+        a.release_at(Some(0), 1);
+        a.release_at(Some(1), 1);
+        a.release_at(Some(99), 0);
+        assert_eq!(a.pending(), 1);
+        // The room the rows gave back is found although no acquire summed them yet.
+        assert_eq!(a.try_acquire_up_to(5), Ok(2));
+        assert_eq!(a.try_acquire(), Err(SpawnError::Full));
+        // A row past the pool's goes to the shared counter.
+        a.release_at(Some(99), 3);
+        assert_eq!(a.pending(), 0);
+    }
+
+    #[test]
+    fn wait_idle_resolves_when_the_last_slot_comes_back_on_a_row() {
+        let a = Admission::new(Some(2), 2);
+        assert_eq!(a.try_acquire_up_to(2), Ok(2));
+        a.close();
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut idle = Box::pin(a.wait_idle());
+        assert!(idle.as_mut().poll(&mut cx).is_pending());
+        a.release_at(Some(1), 1);
+        assert!(idle.as_mut().poll(&mut cx).is_pending());
+        a.release_at(Some(0), 1);
+        assert_eq!(idle.as_mut().poll(&mut cx), Poll::Ready(()));
+    }
+
+    #[test]
     fn waiters_are_served_in_order() {
-        let a = Admission::new(Some(1));
+        let a = Admission::new(Some(1), 2);
         a.try_acquire().expect("first slot");
         let mut first = Box::pin(a.acquire());
         let mut second = Box::pin(a.acquire());

@@ -33,7 +33,7 @@ fn poll_once<F: Future + Unpin>(f: &mut F) -> Poll<F::Output> {
 #[test]
 fn loom_admission_acquire_release_vs_close() {
     loom::model(|| {
-        let a = Arc::new(Admission::new(Some(1)));
+        let a = Arc::new(Admission::new(Some(1), 1));
         let close_returned = Arc::new(AtomicBool::new(false));
         let (a1, c1) = (a.clone(), close_returned.clone());
         let t = thread::spawn(move || {
@@ -41,7 +41,7 @@ fn loom_admission_acquire_release_vs_close() {
             match a1.try_acquire() {
                 Ok(()) => {
                     assert!(!after_close, "admitted after close returned");
-                    a1.release();
+                    a1.release_at(Some(0), 1);
                 }
                 Err(e) => assert_eq!(e, SpawnError::Shutdown),
             }
@@ -57,13 +57,42 @@ fn loom_admission_acquire_release_vs_close() {
 #[test]
 fn loom_admission_waiter_gets_released_slot() {
     loom::model(|| {
-        let a = Arc::new(Admission::new(Some(1)));
+        let a = Arc::new(Admission::new(Some(1), 1));
         a.try_acquire().expect("free slot");
         let a1 = a.clone();
-        let t = thread::spawn(move || a1.release());
+        // Released on a worker's row: the waiter must see that counter in its grant.
+        let t = thread::spawn(move || a1.release_at(Some(0), 1));
         assert_eq!(loom::future::block_on(a.acquire()), Ok(1));
         t.join().expect("thread");
         assert_eq!(a.pending(), 1);
+    });
+}
+
+/// Shutdown: the last two slots given back on two workers' rows at once, while `close` runs.
+/// Whichever is ordered last, `close` or a release, must find nothing pending and notify
+/// `wait_idle`. (Without the fence between a release's count and its read of the flags, or
+/// between `close`'s flag and its count, there is an order in which each sees something
+/// still pending, and no one notifies.)
+#[test]
+fn loom_admission_last_releases_vs_close_notify_idle() {
+    loom::model(|| {
+        let a = Arc::new(Admission::new(Some(2), 2));
+        assert_eq!(a.try_acquire_up_to(2), Ok(2));
+        let releasers: Vec<_> = (0..2)
+            .map(|row| {
+                let a = a.clone();
+                thread::spawn(move || a.release_at(Some(row), 1))
+            })
+            .collect();
+        a.close();
+        for r in releasers {
+            r.join().expect("releaser");
+        }
+        assert_eq!(a.pending(), 0);
+        assert!(
+            a.idle_notices.load(SeqCst) >= 1,
+            "wait_idle was never notified"
+        );
     });
 }
 
@@ -71,7 +100,7 @@ fn loom_admission_waiter_gets_released_slot() {
 #[test]
 fn loom_admission_waiter_vs_close() {
     loom::model(|| {
-        let a = Arc::new(Admission::new(Some(1)));
+        let a = Arc::new(Admission::new(Some(1), 1));
         a.try_acquire().expect("free slot");
         let a1 = a.clone();
         let t = thread::spawn(move || a1.close());
@@ -87,7 +116,7 @@ fn loom_admission_waiter_vs_close() {
 #[test]
 fn loom_admission_dropped_waiter_vs_hand_off() {
     loom::model(|| {
-        let a = Arc::new(Admission::new(Some(1)));
+        let a = Arc::new(Admission::new(Some(1), 1));
         a.try_acquire().expect("free slot");
         let mut waiting = Box::pin(a.acquire());
         assert!(poll_once(&mut waiting).is_pending());
@@ -102,7 +131,7 @@ fn loom_admission_dropped_waiter_vs_hand_off() {
 /// A pool of 2 with both slots taken, two callers running `caller` on their own threads, and
 /// the main thread releasing both slots; then nothing may be left pending.
 fn two_callers_on_a_full_pool(caller: fn(&Admission)) {
-    let a = Arc::new(Admission::new(Some(2)));
+    let a = Arc::new(Admission::new(Some(2), 1));
     assert_eq!(a.try_acquire_up_to(2), Ok(2));
     let callers: Vec<_> = (0..2)
         .map(|_| {

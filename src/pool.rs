@@ -2,7 +2,7 @@
 //!
 //! # Shutdown protocol
 //! `shutdown()` is `shutdown_timeout` without a deadline. `shutdown_timeout(d)`:
-//! 1. **Close admission** (one CAS on the admission word): every later spawn is refused with
+//! 1. **Close admission** (CLOSED set in the admission word): every later spawn is refused with
 //!    `Shutdown`, queued `reserve()` callers get `Shutdown`. Admitted tasks keep running.
 //!    Freeze the size (`closed` under the size lock, `registry::Threads`): later `resize`
 //!    calls fail with `ShuttingDown`, no thread starts from here on, and the autoscaler
@@ -248,6 +248,10 @@ impl ThreadPoolInner {
     }
 
     /// Admitted, unfinished tasks right now (plus unspent [`SpawnPermit`](crate::SpawnPermit)s).
+    ///
+    /// Read while tasks are ending, it may still count one that ended during the call: it is
+    /// never below the number pending at some moment of the call, and never above
+    /// `max_pending`.
     pub fn pending_tasks(&self) -> usize {
         self.shared.admission.pending()
     }

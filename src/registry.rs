@@ -246,7 +246,7 @@ pub(crate) fn start(b: &PoolBuilder) -> Result<Started, ConfigError> {
     let capacity = b.capacity();
     let shared = Arc::new(Shared {
         sched: Scheduler::new(capacity, config.enable_work_stealing),
-        admission: Admission::new(config.max_pending),
+        admission: Admission::new(config.max_pending, capacity),
         counters: Counters::new(capacity),
         token: CancellationToken::new(),
         cancelling: AtomicBool::new(false),

@@ -5,10 +5,10 @@
 //! (`task::cancel`) go through this shim; the models themselves are in `loom_models.rs`.
 
 #[cfg(not(loom))]
-pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize};
+pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, fence};
 
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, fence};
 
 /// A mutex with parking_lot's API (no poisoning), over parking_lot or loom.
 pub(crate) struct Mutex<T>(

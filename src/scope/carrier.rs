@@ -263,7 +263,7 @@ impl<T, F, Fut: Future> BatchBody<'_, T, F, Fut> {
             pool.counters.record_n(worker, outcome, n);
         }
         let n = std::mem::take(&mut self.slots);
-        pool.admission.release_many(n);
+        pool.admission.release_at(worker, n);
     }
 }
 

@@ -184,8 +184,9 @@ impl TaskMeta {
     /// admitted unit that is not a batch item (a batch does both for its items).
     pub(crate) fn unit_finished(&self, outcome: Outcome) {
         let pool = self.pool();
-        pool.counters.record(pool.counter_row(), outcome);
-        pool.admission.release();
+        let worker = pool.counter_row();
+        pool.counters.record(worker, outcome);
+        pool.admission.release_at(worker, 1);
     }
 }
 
