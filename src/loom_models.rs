@@ -1,10 +1,10 @@
 //! Loom models of the crate's atomic protocols. Run with
 //! `RUSTFLAGS="--cfg loom" cargo test --release --lib loom`.
 //!
-//! The admission controller, the idle/sleep state, `Reclaim` and the cancel handshake are the
-//! real types (their primitives go through `crate::sync`). The scope-wait protocols meet a
-//! type loom cannot see into (tokio's `Notify`), so their models replay our side of the
-//! protocol with the same orderings and fences as the code they name.
+//! The admission controller, a scope's live count, the idle/sleep state, `Reclaim` and the
+//! cancel handshake are the real types (their primitives go through `crate::sync`). Where a
+//! protocol meets a type loom cannot see into (tokio's `Notify`, the token tree), the model
+//! replays that side with the same orderings and fences as the code it names.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -623,45 +623,55 @@ fn loom_cancel_vs_suspend() {
     });
 }
 
-/// `Scope::wait` against the last task leaving (`ScopeShared::task_finished`): the waiter
-/// counts itself in `waiting`, fences, registers for a notification, then reads `live`; the
-/// task decrements `live`, fences, then notifies registered waiters if `waiting > 0`. The
-/// waiter never sleeps through the last task. (Without the fences loom finds the waiter
-/// asleep: it models SeqCst accesses more weakly than C++ does, and the fences make the
-/// protocol hold under either reading.)
+/// `Scope::wait` against the last two tasks ending at once, on the real count
+/// (`scope/live.rs`): the waiter counts itself in `waiting`, registers for a notification
+/// (the `Notify` is replayed: it wakes only registered waiters), then reads the count; each
+/// task marks itself done, then ends. The waiter never sleeps through the last end and never
+/// returns before both are done. (Without the fence in `LiveCount::end` loom finds the
+/// waiter asleep: it models `SeqCst` accesses more weakly than C++ does, and the fences make
+/// the protocol hold under either reading.)
 #[test]
-fn loom_scope_wait_vs_last_task() {
+fn loom_scope_wait_vs_last_tasks() {
+    use crate::scope::live::LiveCount;
     loom::model(|| {
-        let live = Arc::new(AtomicUsize::new(1));
-        let waiting = Arc::new(AtomicUsize::new(0));
-        // A `Notify` with `notify_waiters` semantics: wakes only registered waiters.
-        let notify = Arc::new((Mutex::new((false, false)), Condvar::new())); // (registered, notified)
-        let (l2, w2, n2) = (live.clone(), waiting.clone(), notify.clone());
-        let task = thread::spawn(move || {
-            if l2.fetch_sub(1, SeqCst) == 1 {
-                fence(SeqCst);
-                if w2.load(SeqCst) > 0 {
-                    let mut s = n2.0.lock().expect("lock");
-                    if s.0 {
-                        s.1 = true;
-                        n2.1.notify_all();
+        let live = Arc::new(LiveCount::new());
+        live.start();
+        live.start();
+        // (registered, notified)
+        let notify = Arc::new((Mutex::new((false, false)), Condvar::new()));
+        let done = Arc::new([AtomicBool::new(false), AtomicBool::new(false)]);
+        let tasks: Vec<_> = (0..2)
+            .map(|i| {
+                let (live, notify, done) = (live.clone(), notify.clone(), done.clone());
+                thread::spawn(move || {
+                    done[i].store(true, Release);
+                    if live.end() {
+                        let mut s = notify.0.lock().expect("lock");
+                        if s.0 {
+                            s.1 = true;
+                            notify.1.notify_all();
+                        }
                     }
-                }
-            }
-        });
-        waiting.fetch_add(1, SeqCst);
-        fence(SeqCst);
-        let mut s = notify.0.lock().expect("lock");
-        s.0 = true; // enable(): registered before checking
-        drop(s);
-        if live.load(SeqCst) != 0 {
+                })
+            })
+            .collect();
+        let waiting = live.enter_wait();
+        notify.0.lock().expect("lock").0 = true; // enable(): registered before checking
+        while live.live() != 0 {
             let mut s = notify.0.lock().expect("lock");
             while !s.1 {
                 s = notify.1.wait(s).expect("wait");
             }
+            s.1 = false;
         }
-        waiting.fetch_sub(1, SeqCst);
-        task.join().expect("task");
+        assert!(
+            done.iter().all(|d| d.load(Acquire)),
+            "wait() returned before both tasks ended"
+        );
+        drop(waiting);
+        for t in tasks {
+            t.join().expect("task");
+        }
     });
 }
 

@@ -1,8 +1,9 @@
 //! The synchronization primitives of the protocols loom checks: std and parking_lot in
 //! normal builds, loom's under `cfg(loom)` (as tokio's `src/loom/mod.rs` does).
 //!
-//! Only the admission controller, the idle/sleep state, `Reclaim` and the cancel handshake
-//! (`task::cancel`) go through this shim; the models themselves are in `loom_models.rs`.
+//! Only the admission controller, a scope's live count (`scope/live.rs`), the idle/sleep
+//! state, `Reclaim` and the cancel handshake (`task::cancel`) go through this shim; the models
+//! themselves are in `loom_models.rs`.
 
 #[cfg(not(loom))]
 pub(crate) use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU32, AtomicUsize, fence};

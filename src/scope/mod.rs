@@ -6,11 +6,10 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering::SeqCst};
+use std::sync::atomic::{AtomicBool, Ordering::SeqCst};
 use std::sync::{Arc, OnceLock, Weak};
 use std::task::Wake;
 
-use crossbeam_utils::CachePadded;
 use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
@@ -21,10 +20,12 @@ use crate::registry::Shared;
 use crate::scheduler::Priority;
 use crate::task::cancel::SuspendedTasks;
 use crate::task::{self, TaskHandle};
+use live::LiveCount;
 
 mod batch;
 mod carrier;
 mod input;
+pub(crate) mod live;
 mod output;
 mod stream;
 mod supervisor;
@@ -55,13 +56,13 @@ pub(crate) struct ScopeShared {
     /// every spawn and wake; fixed for the scope's life, and a child's is its parent's.
     priority: Priority,
     /// Admitted, unfinished tasks of this scope and of its child scopes, detached ones
-    /// included. Padded: it changes at every spawn and every finish, and on a shared cache
-    /// line it made each spawn's `Arc` clone of this struct (the header sits just before it)
-    /// and every task's reads of `pool` and `cancelled` miss (perf: the clone and this
-    /// increment were 80% of `spawn_admitted`'s samples).
-    live: CachePadded<AtomicUsize>,
-    /// Callers inside `wait()`; a task that takes `live` to zero notifies only if some exist.
-    waiting: AtomicUsize,
+    /// included, and the callers in `wait()` (`live.rs`). Its words are padded: they change
+    /// at every spawn and every finish, and on a shared cache line they made each spawn's
+    /// `Arc` clone of this struct (the header sits just before them) and every task's reads
+    /// of `pool` and `cancelled` miss (perf: the clone and the count's increment were 80% of
+    /// `spawn_admitted`'s samples).
+    live: LiveCount,
+    /// Notified when an end takes `live` to zero while someone waits.
     idle: Notify,
     /// Set by `Scope::close`: no new admissions.
     closed: AtomicBool,
@@ -107,8 +108,7 @@ impl ScopeShared {
             token,
             cancelled: AtomicBool::new(false),
             priority,
-            live: CachePadded::new(AtomicUsize::new(0)),
-            waiting: AtomicUsize::new(0),
+            live: LiveCount::new(),
             idle: Notify::new(),
             closed: AtomicBool::new(false),
             parent,
@@ -179,10 +179,10 @@ impl ScopeShared {
     /// Counts a new task here and in every ancestor (see the type's doc).
     #[inline]
     pub(crate) fn task_started(&self) {
-        self.live.fetch_add(1, SeqCst);
+        self.live.start();
         let mut up = &self.parent;
         while let Some(scope) = up {
-            scope.live.fetch_add(1, SeqCst);
+            scope.live.start();
             up = &scope.parent;
         }
     }
@@ -198,17 +198,11 @@ impl ScopeShared {
         }
     }
 
-    /// `live -= 1`. The decrement, a `SeqCst` fence, then the load of `waiting` pairs with
-    /// `wait()`'s increment of `waiting`, fence, then load of `live`: at least one side sees
-    /// the other, so the last task never misses a waiter. The fence is paid only when `live`
-    /// reaches zero. (Checked by loom: `loom_scope_wait_vs_last_task`.)
+    /// Uncounts one task here, and notifies `wait()` callers if that was the last.
     #[inline]
     fn leave(&self) {
-        if self.live.fetch_sub(1, SeqCst) == 1 {
-            std::sync::atomic::fence(SeqCst);
-            if self.waiting.load(SeqCst) > 0 {
-                self.idle.notify_waiters();
-            }
+        if self.live.end() {
+            self.idle.notify_waiters();
         }
     }
 
@@ -589,28 +583,24 @@ impl Scope {
 
     /// Admitted, unfinished tasks of this scope and of its child scopes, detached ones
     /// included.
+    ///
+    /// Read while tasks are ending, it may still count one that ended during the call; it
+    /// is never below the number live at some moment of the call.
     pub fn live_tasks(&self) -> usize {
-        self.shared.live.load(SeqCst)
+        self.shared.live.live()
     }
 
     /// Resolves when every task spawned on this scope so far, and on its live child scopes,
     /// has finished, detached ones included.
     pub async fn wait(&self) {
         let s = &*self.shared;
-        s.waiting.fetch_add(1, SeqCst);
-        struct Leave<'a>(&'a AtomicUsize);
-        impl Drop for Leave<'_> {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, SeqCst);
-            }
-        }
-        let _leave = Leave(&s.waiting);
-        std::sync::atomic::fence(SeqCst);
+        // Counted as waiting before reading the count (`live.rs`, "Why no end is missed").
+        let _waiting = s.live.enter_wait();
         loop {
             let notified = s.idle.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
-            if s.live.load(SeqCst) == 0 {
+            if s.live.live() == 0 {
                 return;
             }
             notified.await;
