@@ -5,21 +5,21 @@
 //! of a task on a worker do not write the same cache line:
 //!
 //! ```text
-//! taken      slots ever taken          written by the admitting threads
-//! given[w]   slots ever given back     written by worker w only (the last: other threads)
-//! flags      CLOSED | WAITERS          written by `close` and by waiters, read by everyone
-//! pending  = taken - sum(given)        (wrapping counts; the sum read first, see below)
+//! state      CLOSED | WAITERS | taken   slots ever taken (wrapping), written by the
+//!                                       admitting threads (and rarely by close and waiters)
+//! flags      CLOSED | WAITERS           a copy of the two bits for releases to read: it
+//!                                       stays in every core's cache while no one waits
+//! given[w]   slots ever given back      written by worker w only (the last: other threads)
+//! pending  = taken - sum(given)         (the sum read first, see below)
 //! ```
 //!
 //! # Protocol
-//! 1. **Acquire** (`try_acquire`, `try_acquire_up_to`): refused if CLOSED is set
-//!    (`Shutdown`) or if WAITERS is set (`Full`: a spawn never jumps the queue of waiting
-//!    callers). Unbounded: `taken += k`. Bounded: a CAS `taken -> taken + k`, where `k` is
-//!    all that was asked for (`try_acquire`) or as many of the `n` asked for as are free, at
-//!    least one (`try_acquire_up_to`); room is checked against `given_seen`, a past sum of
-//!    `given`, and only when that shows too little is `given` summed afresh (`Full` if it
-//!    still does). Then CLOSED is read again: if set, the slots are given back and the
-//!    acquire is refused.
+//! 1. **Acquire** (`try_acquire`, `try_acquire_up_to`): one CAS `taken -> taken + k` on the
+//!    state word, where `k` is all that was asked for (`try_acquire`) or as many of the `n`
+//!    asked for as are free, at least one (`try_acquire_up_to`). Refused if CLOSED is set
+//!    (`Shutdown`), if no slot is free (`Full`), or if WAITERS is set (`Full`: a spawn never
+//!    jumps the queue of waiting callers). Room is checked against `given_seen`, a past sum
+//!    of `given`; only when that shows less than was asked for is `given` summed afresh.
 //! 2. **Release** (`release_at`, `release_many`): `given[w] += n` for the calling worker's
 //!    row `w` (or the shared last counter), then read `flags`. If CLOSED, and nothing is
 //!    pending, notify `wait_idle`; if WAITERS, take the waiter lock and grant the free slots
@@ -31,7 +31,8 @@
 //!    under the lock; wake the granted waiters after the lock is released. WAITERS is
 //!    cleared, under the lock, whenever the queue becomes empty, so the bit is set exactly
 //!    while someone waits.
-//! 4. **Close** (`close`): set CLOSED, then notify `wait_idle` if nothing is pending; under
+//! 4. **Close** (`close`): set CLOSED (in the state word, then in `flags`), fence, then
+//!    notify `wait_idle` if nothing is pending; under
 //!    the lock, fail every waiter with `Shutdown` and clear WAITERS. From then on the count
 //!    only falls; a release that finds it at zero notifies `wait_idle`.
 //!
@@ -55,8 +56,8 @@
 //! # Races prevented
 //! Each of these meets on a store-then-load pair, `SeqCst` on both sides: one side writes
 //! its word and then reads the other side's, so at least one of the two sees the other.
-//! - *Lost wake-up of a waiter*: a release writes `given[w]` then reads WAITERS; a waiter
-//!   sets WAITERS then sums `given` in its grant. Either the grant sees the freed slot, or
+//! - *Lost wake-up of a waiter*: a release writes `given[w]` then reads `flags`; a waiter
+//!   sets WAITERS (in both words) then sums `given` in its grant. Either the grant sees the freed slot, or
 //!   the release sees the bit and grants. (Checked by loom:
 //!   `loom_admission_waiter_gets_released_slot`, with the release on a worker row.)
 //! - *A slot granted to a dropped waiter*: grants are marked while the lock is held, and a
@@ -64,13 +65,13 @@
 //!   itself from the queue or finds itself granted and gives its slots back.
 //! - *Deadlock between bulk calls*: see "No hold-and-wait" above. (Checked by loom:
 //!   `loom_admission_two_bulk_waiters_and_a_releaser`.)
-//! - *Admitted after shutdown*: an acquire writes `taken` then reads CLOSED; `close` sets
-//!   CLOSED then reads `taken`. Either the acquire sees CLOSED and gives its slots back, or
-//!   `close` counts them; so once `close` returns no acquire can succeed, and
-//!   `pending() == 0` after it means no task is left. (Checked by loom:
-//!   `loom_admission_acquire_release_vs_close`.)
-//! - *The last release missing `wait_idle`*: each release after CLOSED sums `given` after
-//!   its own increment, so the release ordered last sees every other one and finds zero.
+//! - *Admitted after shutdown*: CLOSED and `taken` change in one CAS of the state word, so
+//!   once `close` returns no acquire can succeed, and `pending() == 0` after it means no
+//!   task is left. (Checked by loom: `loom_admission_acquire_release_vs_close`.)
+//! - *The last release missing `wait_idle`*: a release writes `given[w]` then reads
+//!   `flags`; `close` sets CLOSED then sums `given`. The release ordered last sees CLOSED
+//!   and every other release, or `close` sees them all; one of them finds zero. (Checked
+//!   by loom: `loom_admission_last_releases_vs_close_notify_idle`.)
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -254,7 +255,7 @@ impl Admission {
 
     /// Takes between `min` and `max` slots in one CAS of the state word (as many as are
     /// free), or none. `polite`: refuse while waiters are queued. Room is checked against
-    /// `given_seen`; only when that shows too little is `given` summed afresh. Inlined so that
+    /// `given_seen`; only when that shows less than `max` is `given` summed afresh. Inlined so that
     /// the single-slot calls of the spawn path compile to two loads and the CAS.
     #[inline(always)]
     fn take(&self, min: usize, max: usize, polite: bool) -> Result<usize, SpawnError> {
@@ -273,15 +274,17 @@ impl Admission {
             }
             let pending = cur.wrapping_sub(given) & COUNT_MASK;
             let free = self.max.saturating_sub(pending);
-            if free < min {
-                if summed {
-                    return Err(SpawnError::Full);
-                }
+            // Less room than asked for by the last sum: sum afresh once, so that a call for
+            // up to `max` slots gets all that are free, not what was free at the last sum.
+            if free < max && !summed {
                 summed = true;
                 given = self.given_now();
                 side.given_seen.store(given, SeqCst);
                 cur = side.state.load(SeqCst);
                 continue;
+            }
+            if free < min {
+                return Err(SpawnError::Full);
             }
             let k = max.min(free);
             let next = (cur & !COUNT_MASK) | (cur.wrapping_add(k) & COUNT_MASK);
@@ -622,6 +625,19 @@ mod tests {
         // A row past the pool's goes to the shared counter.
         a.release_at(Some(99), 3);
         assert_eq!(a.pending(), 0);
+    }
+
+    #[test]
+    fn a_call_for_many_slots_gets_all_that_are_free_not_what_the_last_sum_saw() {
+        let a = Admission::new(Some(10), 2);
+        assert_eq!(a.try_acquire_up_to(10), Ok(10));
+        a.release_at(Some(0), 5);
+        // Sums the rows: 5 free, one taken.
+        assert_eq!(a.try_acquire(), Ok(()));
+        a.release_at(Some(1), 4);
+        // The last sum shows 4 free; 8 are.
+        assert_eq!(a.try_acquire_up_to(10), Ok(8));
+        assert_eq!(a.pending(), 10);
     }
 
     #[test]
