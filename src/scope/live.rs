@@ -73,17 +73,17 @@ impl LiveCount {
 
     /// Counts the caller in `waiting` until the guard drops. Register for the notification
     /// after this returns, then read [`live`](Self::live).
-    pub(crate) fn enter_wait(&self) -> Waiting<'_> {
+    pub(crate) fn enter_wait(&self) -> WaitGuard<'_> {
         self.waiting.fetch_add(1, SeqCst);
         fence(SeqCst);
-        Waiting(&self.waiting)
+        WaitGuard(&self.waiting)
     }
 }
 
 /// A caller counted in `waiting` (see [`LiveCount::enter_wait`]).
-pub(crate) struct Waiting<'a>(&'a AtomicUsize);
+pub(crate) struct WaitGuard<'a>(&'a AtomicUsize);
 
-impl Drop for Waiting<'_> {
+impl Drop for WaitGuard<'_> {
     fn drop(&mut self) {
         self.0.fetch_sub(1, SeqCst);
     }
