@@ -12,6 +12,8 @@
 //! workers pick from the lanes in the order given in `worker.rs` (and `README.md`).
 
 pub(crate) mod idle;
+#[cfg(not(loom))]
+mod injector;
 mod priority;
 mod queue;
 pub(crate) mod reclaim;

@@ -1,4 +1,6 @@
-//! The run queues: crossbeam-deque, or a `Mutex<VecDeque>` stand-in under Miri and loom.
+//! The run queues: crossbeam-deque's `Worker` and `Stealer` and the crate's copy of its
+//! `Injector` (`injector.rs`, blocks recycled), or a `Mutex<VecDeque>` stand-in under Miri
+//! and loom (`injector.rs`'s own tests run under Miri).
 //!
 //! crossbeam-deque's epoch GC casts integers to pointers, which Miri's strict-provenance mode
 //! rejects, and it cannot run under loom. Those builds use `mutex_deque` (below), which offers the
@@ -7,7 +9,9 @@
 //! checkers exercise. crossbeam is model- and Miri-checked upstream.
 
 #[cfg(not(any(miri, loom)))]
-pub(crate) use crossbeam_deque::{Injector, Steal, Stealer, Worker};
+pub(crate) use super::injector::Injector;
+#[cfg(not(any(miri, loom)))]
+pub(crate) use crossbeam_deque::{Steal, Stealer, Worker};
 
 #[cfg(any(miri, loom))]
 pub(crate) use mutex_deque::{Injector, Steal, Stealer, Worker};
