@@ -246,6 +246,7 @@ pub(crate) fn start(b: &PoolBuilder) -> Result<Started, ConfigError> {
     let capacity = b.capacity();
     let shared = Arc::new(Shared {
         sched: Scheduler::new(capacity, config.enable_work_stealing),
+        // The same worker rows as the counters: a worker gives slots back on its own line.
         admission: Admission::new(config.max_pending, capacity),
         counters: Counters::new(capacity),
         token: CancellationToken::new(),

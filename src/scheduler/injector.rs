@@ -9,8 +9,9 @@
 //! (`perf record` of 1M spawns and awaits from one thread), the spawner spent about a fifth of
 //! its time in that lock's futex wake-ups and the workers a quarter of theirs freeing blocks.
 //!
-//! Here the reader that would free a block keeps it in `spare` instead (zeroed, as a new block
-//! is), and the next push that needs a block takes it from there; a block finds `spare` full
+//! Here the reader that would free a block keeps it in `spare` instead, and the next push that
+//! needs a block takes it from there and zeroes it (a new block is all zeroes); a block finds
+//! `spare` full
 //! only when two are retired before one is needed, and is then freed. Reuse happens exactly
 //! where the upstream code frees, so every argument that makes the free safe makes the reuse
 //! safe: no thread dereferences a block it found through `head` or `tail` before its
